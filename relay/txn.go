@@ -1,0 +1,381 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mxgate/mxgate/policy"
+)
+
+// MailParams are the MAIL FROM parameters the client gave that matter to
+// the backend.
+type MailParams struct {
+	From string // "" = null sender; already validated/quoted by the caller
+	// Size is the client's SIZE= (0 = none), sent when the backend
+	// advertises SIZE. It does not count the gateway's header (unknown at
+	// MAIL time), so the backend's limit needs that much headroom.
+	Size int64
+	UTF8 bool // client gave SMTPUTF8; the backend must advertise it
+	// EightBit: the client gave BODY=8BITMIME. go-smtp declares
+	// BODY=8BITMIME whenever the backend advertises it (harmless for 7-bit
+	// data); when it does not, the body is sent as is, since the gateway
+	// cannot downgrade (RFC 6152 §3) and such servers take 8-bit anyway.
+	EightBit bool
+}
+
+// Result is the backend's answer to a message it accepted.
+type Result struct {
+	Code     int
+	Enhanced [3]int
+	Text     string        // backend's final reply text, enhanced codes removed
+	QueueID  string        // parsed from Text ("" when none found)
+	Backend  string        // "host:port" of the server
+	Duration time.Duration // from Data call to final reply
+}
+
+// Txn is one mail transaction on a backend connection, from MAIL to the
+// reply after the final dot. It is used by one goroutine at a time; to
+// interrupt it from elsewhere, cancel the context of the running call.
+type Txn struct {
+	p       *Pool
+	c       *conn // nil once the connection went back or was closed
+	backend string
+	tls     tls.ConnectionState
+	tlsOK   bool
+	rcpts   int
+	// err is the reply of the transport failure that broke the
+	// transaction; every later call returns it.
+	err *policy.Reply
+}
+
+// Begin takes a connection (idle from the pool, or a new one: servers tried
+// in order, failing over to the next when one is unreachable) and sends
+// MAIL FROM. A pooled connection that turns out to be dead when MAIL is
+// sent (the backend closed it while idle) is replaced by a new one once,
+// without the caller noticing.
+func (p *Pool) Begin(ctx context.Context, m MailParams) (*Txn, error) {
+	if strings.ContainsAny(m.From, "\r\n") {
+		return nil, policy.ErrInternal
+	}
+	fresh := false
+	for {
+		if ctx.Err() != nil {
+			return nil, connectFailure(ctx, ctx.Err()).reply
+		}
+		c, r := p.acquire(ctx, fresh)
+		if r != nil {
+			return nil, r
+		}
+		t := &Txn{p: p, c: c, backend: c.srv.addr}
+		t.tls, t.tlsOK = c.tlsState()
+		retry, r := t.mail(ctx, m)
+		if r == nil {
+			return t, nil
+		}
+		if !retry || fresh {
+			return nil, r
+		}
+		p.log.Debug("backend pooled connection was stale, retrying on a new one", "backend", t.backend)
+		fresh = true
+	}
+}
+
+// mail sends MAIL FROM. retry reports a failure that a new connection may
+// not have: the connection broke, or the backend said 421, on a connection
+// that sat in the pool.
+func (t *Txn) mail(ctx context.Context, m MailParams) (retry bool, r *policy.Reply) {
+	c := t.c
+	if m.UTF8 && !c.extension("SMTPUTF8") {
+		// RFC 6531 §3.4: no SMTPUTF8 downgrade; the client must be told.
+		t.finish(outcome{}, false)
+		return false, policy.ErrUTF8Backend
+	}
+	if m.EightBit && !c.extension("8BITMIME") {
+		// RFC 6152 §3 would have a relay convert to 7 bit; we cannot, and
+		// servers that do not advertise 8BITMIME accept 8-bit data anyway.
+		t.p.log.Debug("backend does not advertise 8BITMIME; sending 8-bit body as is", "backend", t.backend)
+	}
+	start := time.Now()
+	closed, err := t.do(ctx, func() error {
+		return c.client.Mail(m.From, &smtp.MailOptions{Size: m.Size, UTF8: m.UTF8})
+	})
+	o := classify(ctx, err, policy.ReasonBackendMail)
+	o = afterCancel(ctx, o, closed)
+	t.logExchange("MAIL", start, o)
+	if o.reply == nil {
+		return false, nil
+	}
+	var se *smtp.SMTPError
+	isReply := errors.As(err, &se)
+	// A timeout is no sign of staleness (a dead peer answers with EOF or
+	// RST at once), and retrying it would double the client's wait.
+	retry = c.reused && o.broken && !closed &&
+		((!isReply && !isTimeout(err)) || (isReply && se.Code == 421))
+	// MAIL refused leaves no transaction open (RFC 5321 §4.1.1.2): the
+	// connection is fine as it is.
+	t.finish(o, false)
+	return retry, o.reply
+}
+
+// Rcpt sends RCPT TO for one recipient. A refusal is passed through and
+// leaves the transaction usable for other recipients.
+func (t *Txn) Rcpt(ctx context.Context, to string) error {
+	if r := t.usable(); r != nil {
+		return r
+	}
+	if strings.ContainsAny(to, "\r\n") {
+		return policy.ErrInternal
+	}
+	start := time.Now()
+	closed, err := t.do(ctx, func() error { return t.c.client.Rcpt(to, nil) })
+	o := afterCancel(ctx, classify(ctx, err, policy.ReasonBackendRcpt), closed)
+	t.logExchange("RCPT", start, o)
+	if o.broken {
+		t.finish(o, false)
+	} else if o.reply == nil {
+		t.rcpts++
+	}
+	return replyErr(o.reply)
+}
+
+// Data sends DATA, then header and body (already CRLF; only dot-stuffing
+// is added, RFC 5321 §4.5.2) and the final dot, and returns the backend's
+// reply. It returns a nil error only when the backend answered the final
+// dot of the whole message with 2xx; otherwise the error is the backend's
+// reply passed through or a 451, and the Result is nil. Either way the
+// transaction is over and Abort is a no-op.
+//
+// If body fails to read, the connection is closed before the final dot can
+// leave, so the backend discards the partial message, and Data returns
+// ErrInternal. With no accepted recipient Data returns ErrNoValidRcpt
+// without asking the backend.
+func (t *Txn) Data(ctx context.Context, header []byte, body io.Reader) (*Result, error) {
+	if r := t.usable(); r != nil {
+		return nil, r
+	}
+	if t.rcpts == 0 {
+		return nil, policy.ErrNoValidRcpt
+	}
+	start := time.Now()
+	var res *Result
+	var rset bool
+	closed, err := t.do(ctx, func() error {
+		var err error
+		res, rset, err = t.transfer(header, body)
+		return err
+	})
+	o := classify(ctx, err, policy.ReasonBackendData)
+	if errors.Is(err, errBodyRead) {
+		o = outcome{reply: policy.ErrInternal, broken: true}
+	}
+	if closed {
+		if o.reply == nil {
+			// The reply came before the connection was cut: the
+			// backend has the message, and saying otherwise would make
+			// the client send it again.
+			o.broken = true
+		} else {
+			o = afterCancel(ctx, o, true)
+		}
+	}
+	t.logExchange("DATA", start, o)
+	// A message the backend answered counts towards MaxMessages, whatever
+	// the answer.
+	t.c.msgs++
+	if o.reply == nil && res == nil {
+		o = outcome{reply: policy.ErrBackendLost, broken: true} // cannot happen
+	}
+	if o.reply != nil {
+		t.finish(o, rset && !o.broken)
+		return nil, o.reply
+	}
+	res.Backend = t.backend
+	res.Duration = time.Since(start)
+	t.finish(o, false)
+	return res, nil
+}
+
+var errOutOfStep = errors.New("relay: unexpected reply to DATA")
+
+// errBodyRead marks a failure of the caller's body reader, as opposed to
+// the connection.
+var errBodyRead = errors.New("relay: reading message body")
+
+// transfer does DATA to final reply. rset reports that DATA itself was
+// refused, which may leave the transaction open at the backend.
+func (t *Txn) transfer(header []byte, body io.Reader) (res *Result, rset bool, err error) {
+	c := t.c
+	w, err := c.client.Data()
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && se.Code/100 != 4 && se.Code/100 != 5 {
+		// Anything but 354 or a refusal: the dialogue is out of step.
+		return nil, false, errOutOfStep
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	// go-smtp puts no deadline on writing the body; ours covers all of it
+	// but the last buffer, which leaves with the final dot under the
+	// Final timeout.
+	if err := c.bc.SetWriteDeadline(time.Now().Add(t.p.cfg.Timeouts.Data)); err != nil {
+		return nil, false, err
+	}
+	if _, err := w.Write(header); err != nil {
+		return nil, false, err
+	}
+	br := &bodyReader{r: body}
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(w, br, *buf)
+	copyBufs.Put(buf)
+	if err != nil {
+		// Close before CloseWithResponse could send the final dot.
+		c.close()
+		if br.err != nil {
+			return nil, false, errors.Join(errBodyRead, br.err)
+		}
+		return nil, false, err
+	}
+	resp, err := w.CloseWithResponse()
+	switch {
+	case err == nil:
+		enh, text := splitEnhanced(250, resp.StatusText)
+		return &Result{Code: 250, Enhanced: enh, Text: text, QueueID: QueueID(text)}, false, nil
+	case errors.As(err, &se) && se.Code/100 == 2:
+		// A 2xx other than 250 is still success (RFC 5321 §4.2.1).
+		enh := [3]int(se.EnhancedCode)
+		if enh[0] != 2 {
+			enh = [3]int{2, 0, 0}
+		}
+		return &Result{Code: se.Code, Enhanced: enh, Text: se.Message, QueueID: QueueID(se.Message)}, false, nil
+	default:
+		return nil, false, err
+	}
+}
+
+// copyBufs saves a 32 KiB allocation per message: the body reader hides
+// any WriterTo (to tell its errors from ours) and go-smtp's writer has no
+// ReaderFrom, so io.Copy would allocate each time.
+var copyBufs = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
+// bodyReader remembers its reader's error, to tell it from a write error.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// Abort abandons the transaction: RSET, and the connection goes back to the
+// pool, or is closed if RSET fails. It is idempotent and a no-op after Data
+// or a failure; it waits for the RSET reply (Command timeout).
+func (t *Txn) Abort() {
+	if t == nil || t.c == nil {
+		return
+	}
+	t.finish(outcome{}, true)
+}
+
+// Backend returns the "host:port" of the server used.
+func (t *Txn) Backend() string { return t.backend }
+
+// TLS returns the TLS state of the backend connection, and false when it is
+// plaintext.
+func (t *Txn) TLS() (tls.ConnectionState, bool) { return t.tls, t.tlsOK }
+
+// usable returns why no command may be sent, or nil.
+func (t *Txn) usable() *policy.Reply {
+	switch {
+	case t.err != nil:
+		return t.err
+	case t.c == nil:
+		// Used after Data or Abort: the caller's bug, not the backend's.
+		return policy.ErrInternal
+	}
+	return nil
+}
+
+// do runs f, closing the connection if ctx ends meanwhile. closed reports
+// that it did; the connection is then unusable whatever f returned.
+func (t *Txn) do(ctx context.Context, f func() error) (closed bool, err error) {
+	raw := t.c.raw
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
+	err = f()
+	return !stop(), err
+}
+
+// afterCancel makes an exchange that ctx cut short a transport failure of
+// the context's kind, whatever the half-closed connection made of it.
+func afterCancel(ctx context.Context, o outcome, closed bool) outcome {
+	if !closed {
+		return o
+	}
+	return outcome{reply: transportReply(ctx, context.Cause(ctx)), broken: true}
+}
+
+// finish ends the transaction's hold on the connection: closed when
+// broken, else back to the pool, after RSET (and the EHLO go-smtp then
+// insists on) when rset.
+func (t *Txn) finish(o outcome, rset bool) {
+	c := t.c
+	defer func() { t.c = nil }()
+	if o.broken {
+		t.err = o.reply
+		t.p.discard(c)
+		return
+	}
+	if rset {
+		start := time.Now()
+		err := c.client.Reset()
+		if err == nil {
+			// Reset makes go-smtp forget the EHLO; greet again now, so an
+			// idle connection is always ready for MAIL.
+			err = c.client.Hello(t.p.helo)
+		}
+		t.logExchange("RSET", start, classify(nil, err, ""))
+		if err != nil {
+			t.p.discard(c)
+			return
+		}
+	}
+	t.p.put(c)
+}
+
+func (t *Txn) logExchange(cmd string, start time.Time, o outcome) {
+	log := t.p.log
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	args := []any{"backend", t.backend, "cmd", cmd, "dur", time.Since(start)}
+	if t.c != nil {
+		args = append(args, "conn", t.c.id)
+	}
+	if o.reply != nil {
+		args = append(args, "reply", o.reply.Error(), "broken", o.broken)
+	}
+	log.Debug("backend exchange", args...)
+}
+
+// replyErr keeps a nil *policy.Reply from becoming a non-nil error.
+func replyErr(r *policy.Reply) error {
+	if r == nil {
+		return nil
+	}
+	return r
+}
