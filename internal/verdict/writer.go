@@ -1,6 +1,7 @@
 package verdict
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -60,15 +61,27 @@ func (w *Writer) Write(r *Record) error {
 		r.TS = time.Now().UTC()
 	}
 	r.Schema = Schema
-	b, err := json.Marshal(r)
+	b, err := Marshal(r)
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	_, err = w.w.Write(b)
 	return err
+}
+
+// Marshal renders a record as its JSON line (with the newline). HTML
+// escaping is off: operators grep for "<user@example.com>", not for
+// "\u003cuser@example.com\u003e".
+func Marshal(r *Record) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // Close closes the file, if any.
