@@ -1,0 +1,255 @@
+package server
+
+import (
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/refid"
+	"github.com/mxgate/mxgate/internal/verdict"
+	"github.com/mxgate/mxgate/policy"
+	"github.com/mxgate/mxgate/relay"
+)
+
+// connState is what the gateway knows about one TCP connection. It lives in
+// the connection wrapper, not in the go-smtp Session, because go-smtp makes
+// a new Session at every HELO/EHLO after STARTTLS (libraries.md §1.2).
+type connState struct {
+	id       string
+	ip       netip.Addr
+	port     int
+	listener string
+	start    time.Time
+	rt       *Runtime // the snapshot this connection was accepted with
+	srv      *Server
+	conn     *conn
+	log      *slog.Logger
+
+	mu    sync.Mutex
+	helo  string
+	tls   *verdict.TLS
+	txns  int  // verdict records written for transactions
+	inTxn bool // a transaction is open (shutdown waits for it)
+}
+
+func (st *connState) client() verdict.Client {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return verdict.Client{IP: st.ip.String(), Port: st.port, Helo: st.helo, TLS: st.tls}
+}
+
+func (st *connState) busy() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.inTxn
+}
+
+// session is one go-smtp Session: from a HELO/EHLO to the next STARTTLS or
+// the end of the connection. Its methods may run concurrently (go-smtp runs
+// Data in its own goroutine for BDAT while Reset or Logout can arrive), so
+// all state is under mu. Every method returns nil or a bare *smtp.SMTPError
+// made by toSMTP, nothing else.
+type session struct {
+	st *connState
+	rt *Runtime
+
+	mu sync.Mutex
+	tx *txn
+}
+
+// txn is one mail transaction, from MAIL FROM to the end of DATA, RSET or
+// the end of the connection.
+type txn struct {
+	ref     string
+	start   time.Time
+	from    address.Addr
+	opts    smtp.MailOptions
+	rec     verdict.Record
+	rcpts   []address.Addr // accepted by us and by the backend
+	backend *relay.Txn
+	// mailErr is the backend's refusal of MAIL FROM: every later RCPT of
+	// this transaction gets the same answer instead of asking again.
+	mailErr *policy.Reply
+	// lastRefusal is the most recent refusal of a recipient, the reason a
+	// transaction ends as "reject" when no recipient was accepted.
+	lastRefusal *policy.Reply
+	lastStage   policy.Stage
+	// bareCRAtMail is the connection's bare-CR count when MAIL was given.
+	bareCRAtMail int64
+}
+
+// NewSession is called by go-smtp at the first HELO/EHLO (and again after
+// STARTTLS).
+func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	gc := connOf(c.Conn())
+	if gc == nil {
+		return nil, toSMTP(policy.ErrInternal, "")
+	}
+	st := gc.st
+	st.mu.Lock()
+	st.helo = c.Hostname()
+	if cs, ok := c.TLSConnectionState(); ok {
+		st.tls = &verdict.TLS{Version: tls.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite)}
+	}
+	st.mu.Unlock()
+	return &session{st: st, rt: st.rt}, nil
+}
+
+func (s *session) log() *slog.Logger { return s.st.log }
+
+// fail converts a reply for go-smtp, keeping a nil reply a nil error (a
+// typed nil pointer in an error interface would not be nil).
+func fail(r *policy.Reply, ref string) error {
+	if r == nil {
+		return nil
+	}
+	return toSMTP(r, ref)
+}
+
+// Mail starts a transaction. The backend is not contacted yet: that waits
+// for the first recipient that passes local policy.
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tx != nil {
+		// go-smtp accepts a nested MAIL and keeps the first one's
+		// recipients (libraries.md §1.2); refuse it instead.
+		return fail(policy.ErrNestedMail, s.tx.ref)
+	}
+	now := time.Now()
+	tx := &txn{ref: refid.New(now), start: now, opts: *opts, lastStage: policy.StageMail,
+		bareCRAtMail: s.st.conn.bareCR.Load()}
+	tx.rec = verdict.Record{Ref: tx.ref, ConnID: s.st.id, Listener: s.st.listener, MailFrom: &from}
+	if opts.Size > 0 {
+		tx.rec.Size = opts.Size
+	}
+	addr, err := address.ParseSender(from, opts.UTF8)
+	if err != nil {
+		r := asReply(err, s.log())
+		tx.lastRefusal = r
+		s.finish(tx, r, policy.StageMail, "")
+		return fail(r, tx.ref)
+	}
+	tx.from = addr
+	s.tx = tx
+	s.st.mu.Lock()
+	s.st.inTxn = true
+	s.st.mu.Unlock()
+	return nil
+}
+
+// Rcpt checks one recipient: its syntax, that its domain is ours (the
+// no-open-relay rule), then asks the backend, opening the backend
+// transaction with the first recipient that passed.
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := s.tx
+	if tx == nil {
+		return fail(policy.ErrInternal, "")
+	}
+	tx.lastStage = policy.StageRcpt
+	r := s.rcpt(tx, to)
+	rec := verdict.Rcpt{Addr: to, Reason: policy.ReasonAccepted}
+	if r != nil {
+		tx.lastRefusal = r
+		rec.Reason = r.Reason
+		rec.Reply = verdict.ReplyOf(r, tx.ref)
+	} else {
+		// go-smtp's fixed text for an accepted RCPT: the record holds
+		// exactly what the client was sent.
+		rec.Reply = verdict.Reply{Code: 250, Enhanced: "2.0.0", Text: "I'll make sure <" + to + "> gets this"}
+	}
+	tx.rec.Rcpts = append(tx.rec.Rcpts, rec)
+	return fail(r, tx.ref)
+}
+
+func (s *session) rcpt(tx *txn, to string) *policy.Reply {
+	if len(tx.rcpts) >= s.rt.Cfg.Limits.MaxRecipients {
+		return policy.ErrTooManyRcpts
+	}
+	addr, err := address.ParseRecipient(to, tx.opts.UTF8)
+	if err != nil {
+		return asReply(err, s.log())
+	}
+	if !s.rt.Domains.Contains(addr.Domain) {
+		return policy.ErrRelayDenied
+	}
+	if tx.mailErr != nil {
+		return tx.mailErr
+	}
+	ctx := s.st.srv.ctx
+	if tx.backend == nil {
+		bt, err := s.rt.Relay.Begin(ctx, relay.MailParams{
+			From: tx.from.String(), Size: tx.opts.Size, UTF8: tx.opts.UTF8,
+			EightBit: tx.opts.Body == smtp.Body8BitMIME,
+		})
+		if err != nil {
+			r := asReply(err, s.log())
+			if r.Permanent() {
+				tx.mailErr = r
+			}
+			return r
+		}
+		tx.backend = bt
+	}
+	if err := tx.backend.Rcpt(ctx, addr.String()); err != nil {
+		return asReply(err, s.log())
+	}
+	tx.rcpts = append(tx.rcpts, addr)
+	return nil
+}
+
+// Data reads the message, then relays it and passes the backend's final
+// reply back. It answers 250 only when the backend answered 2xx to the
+// whole message (design.md §1.1).
+func (s *session) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := s.tx
+	if tx == nil {
+		// A BDAT transfer reset by RSET before Data got the lock.
+		return fail(policy.ErrDataAborted, "")
+	}
+	tx.lastStage = policy.StageData
+	rep, detail := s.data(tx, r)
+	s.finish(tx, rep, policy.StageData, detail)
+	if rep.Code/100 == 2 {
+		return toSMTP(rep, tx.ref)
+	}
+	return fail(rep, tx.ref)
+}
+
+// Reset ends the transaction (RSET, a new EHLO, the end of every DATA).
+func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.abandon()
+}
+
+// Logout ends the session (QUIT, connection close, STARTTLS).
+func (s *session) Logout() error {
+	s.Reset()
+	return nil
+}
+
+// abandon records a transaction the client ended before the end of DATA and
+// abandons it on the backend with RSET.
+func (s *session) abandon() {
+	tx := s.tx
+	if tx == nil {
+		return
+	}
+	if len(tx.rcpts) == 0 && tx.lastRefusal != nil {
+		// Every recipient was refused: the transaction was rejected.
+		s.finish(tx, tx.lastRefusal, tx.lastStage, "")
+		return
+	}
+	s.finish(tx, nil, tx.lastStage, "")
+}
