@@ -1,0 +1,185 @@
+// Package demo runs `gateway demo`: the real gateway on loopback with
+// embedded stand-ins for everything outside it (an in-process backend MTA
+// that saves accepted messages as .eml files), a guided tour of example
+// transactions sent through real SMTP, and then the gateway keeps serving
+// until interrupted so a person can try their own client. It needs no
+// network, no root and no configuration file.
+package demo
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/sink"
+	"github.com/mxgate/mxgate/internal/verdict"
+	"github.com/mxgate/mxgate/server"
+)
+
+// Options configure the demo.
+type Options struct {
+	Listen string // gateway address, e.g. 127.0.0.1:2525
+	Tour   bool   // send the guided tour
+	Exit   bool   // return after the tour instead of serving until ctx is done
+	Out    io.Writer
+	Err    io.Writer
+	Dir    string // where messages and verdicts go; "" = a new temp dir
+}
+
+// The demo's names: all under .test (RFC 2606), so nothing can leak out.
+const (
+	hostname = "mx.demo.test"
+	domain   = "demo.test"
+	unknown  = "nobody@demo.test" // the backend refuses this one
+)
+
+// Run starts everything, runs the tour, and serves until ctx is done.
+func Run(ctx context.Context, o Options) error {
+	dir := o.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "mxgate-demo-")
+		if err != nil {
+			return err
+		}
+		dir = d
+	}
+	be, err := sink.Start(sink.Config{
+		Hostname: "backend.demo.test",
+		Dir:      filepath.Join(dir, "mail"),
+		OnRcpt: func(rcpt, _ string) *sink.Reply {
+			if strings.EqualFold(rcpt, unknown) {
+				return &sink.Reply{Code: 550, Text: "5.1.1 <" + rcpt + ">: Recipient address rejected: User unknown in virtual mailbox table"}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("starting the demo backend: %w", err)
+	}
+	defer be.Close()
+	if err := os.MkdirAll(filepath.Join(dir, "mail"), 0o755); err != nil {
+		return err
+	}
+
+	cfg := Config(o.Listen, be.Addr())
+	vf, err := os.OpenFile(filepath.Join(dir, "verdicts.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer vf.Close()
+	tap := newTap()
+	log := slog.New(slog.NewJSONHandler(o.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := server.New(cfg, verdict.NewWriter(io.MultiWriter(vf, tap)), log)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("%w (use --listen to pick another address)", err)
+	}
+	addr := srv.Addrs()[0].String()
+	fmt.Fprintf(o.Out, "mxgate demo\n\n")
+	fmt.Fprintf(o.Out, "  gateway    %s  (hostname %s; accepts mail for %s)\n", addr, hostname, domain)
+	fmt.Fprintf(o.Out, "  backend    %s  (in-process MTA; refuses %s)\n", be.Addr(), unknown)
+	fmt.Fprintf(o.Out, "  messages   %s\n", filepath.Join(dir, "mail"))
+	fmt.Fprintf(o.Out, "  verdicts   %s\n\n", filepath.Join(dir, "verdicts.jsonl"))
+
+	if o.Tour {
+		runTour(o.Out, addr, tap)
+	}
+	if !o.Exit {
+		fmt.Fprintf(o.Out, "The gateway keeps serving until Ctrl-C. Try it yourself:\n\n")
+		fmt.Fprintf(o.Out, "  swaks --server %s --from you@example.org --to postmaster@%s\n", addr, domain)
+		fmt.Fprintf(o.Out, "  swaks --server %s --from you@example.org --to someone@elsewhere.test\n\n", addr)
+		fmt.Fprintf(o.Out, "Each transaction appends a verdict record to the verdicts file.\n")
+		<-ctx.Done()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// Config is the demo's configuration: defaults plus loopback addresses and
+// a small size limit so the oversized example is quick.
+func Config(listen, backend string) *config.Config {
+	cfg := config.Default()
+	cfg.Hostname = hostname
+	cfg.Listen = []config.Listener{{Address: listen}}
+	cfg.Domains = []string{domain}
+	cfg.Backend.Servers = []string{backend}
+	cfg.Backend.Helo = hostname
+	cfg.Limits.MaxMessageSize = 256 << 10
+	cfg.Limits.CommandTimeout = time.Minute
+	cfg.Limits.DataTimeout = time.Minute
+	cfg.DNS.Servers = []string{"127.0.0.1:53"} // not queried yet: no check needs DNS in this release
+	return &cfg
+}
+
+// tap receives the verdict JSON lines and hands the records to the tour.
+type tap struct {
+	mu   sync.Mutex
+	buf  []byte
+	recs map[string]verdict.Record
+	cond *sync.Cond
+}
+
+func newTap() *tap {
+	t := &tap{recs: map[string]verdict.Record{}}
+	t.cond = sync.NewCond(&t.mu)
+	return t
+}
+
+func (t *tap) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	for {
+		i := strings.IndexByte(string(t.buf), '\n')
+		if i < 0 {
+			break
+		}
+		var r verdict.Record
+		if json.Unmarshal(t.buf[:i], &r) == nil {
+			t.recs[r.Ref] = r
+		}
+		t.buf = t.buf[i+1:]
+	}
+	t.cond.Broadcast()
+	return len(p), nil
+}
+
+// wait returns the record with the given ref, waiting up to 5 s.
+func (t *tap) wait(ref string) (verdict.Record, bool) {
+	deadline := time.Now().Add(5 * time.Second)
+	go func() { time.Sleep(5 * time.Second); t.cond.Broadcast() }()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		if r, ok := t.recs[ref]; ok {
+			return r, true
+		}
+		if time.Now().After(deadline) {
+			return verdict.Record{}, false
+		}
+		t.cond.Wait()
+	}
+}
+
+// dial opens a raw SMTP dialogue with the gateway.
+func dial(addr string) (net.Conn, *bufio.Reader, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c, bufio.NewReader(c), nil
+}

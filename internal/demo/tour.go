@@ -1,0 +1,134 @@
+package demo
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+)
+
+// example is one transaction of the tour.
+type example struct {
+	title string
+	steps []string // client lines; "DATA:" + body sends DATA and the body as raw bytes
+}
+
+func tour() []example {
+	clean := "From: Alice <alice@sender.test>\r\nTo: Bob <bob@demo.test>\r\nSubject: hello from the demo\r\n" +
+		"Message-ID: <demo-1@sender.test>\r\n\r\nHi Bob,\r\n.. a line that starts with a dot survives.\r\n"
+	big := "Subject: a large attachment\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 4000)
+	smuggle := "Subject: smuggling\r\n\r\nhello\n.\nMAIL FROM:<evil@smuggled.test>\r\nRCPT TO:<bob@demo.test>\r\nDATA\r\nSmuggled!\r\n"
+	return []example{
+		{"a clean message", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}},
+		{"a recipient outside our domains", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim@elsewhere.test>"}},
+		{"a %-hack relay attempt", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim%elsewhere.test@demo.test>"}},
+		{"a message over the size limit", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + big}},
+		{"an SMTP smuggling attempt (\\n.\\n)", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + smuggle}},
+		{"a recipient the backend refuses", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<" + unknown + ">"}},
+	}
+}
+
+var refRE = regexp.MustCompile(`\(ref ([0-9A-Z]{26})\)`)
+
+// runTour sends each example and prints what the client saw and the
+// verdict recorded for it.
+func runTour(out io.Writer, addr string, t *tap) {
+	fmt.Fprintf(out, "Tour: each example is a real SMTP transaction on loopback.\n\n")
+	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, " #\texample\tthe client saw\taction / reason")
+	var first string
+	for i, ex := range tour() {
+		last, err := send(addr, ex.steps)
+		action, reason := "?", "?"
+		if err != nil {
+			last = "error: " + err.Error()
+		} else if m := refRE.FindStringSubmatch(last); m != nil {
+			if rec, ok := t.wait(m[1]); ok {
+				action, reason = string(rec.Action), string(rec.Reason)
+				if i == 0 {
+					var buf bytes.Buffer
+					enc := json.NewEncoder(&buf)
+					enc.SetEscapeHTML(false)
+					enc.SetIndent("  ", "  ")
+					enc.Encode(rec)
+					first = strings.TrimSpace(buf.String())
+				}
+			}
+		}
+		fmt.Fprintf(tw, " %d\t%s\t%s\t%s / %s\n", i+1, ex.title, shorten(refRE.ReplaceAllString(last, ""), 52), action, reason)
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\nEvery 4xx/5xx text ends with \"(ref <id>)\"; the verdict record with that ref says why.\n")
+	if first != "" {
+		fmt.Fprintf(out, "\nThe verdict record of example 1:\n\n  %s\n\n", first)
+	}
+}
+
+// send runs one transaction and returns the last reply the client got.
+func send(addr string, steps []string) (string, error) {
+	c, r, err := dial(addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if _, err := reply(r); err != nil {
+		return "", err
+	}
+	last := ""
+	for _, s := range append([]string{"EHLO client.sender.test"}, steps...) {
+		body, isData := strings.CutPrefix(s, "DATA:")
+		if isData {
+			s = "DATA"
+		}
+		if last, err = command(c, r, s); err != nil {
+			return "", err
+		}
+		if isData && strings.HasPrefix(last, "354") {
+			if _, err := io.WriteString(c, body+".\r\n"); err != nil {
+				return "", err
+			}
+			if last, err = reply(r); err != nil {
+				return "", err
+			}
+		}
+		if last[0] != '2' && last[0] != '3' {
+			break
+		}
+	}
+	command(c, r, "QUIT")
+	return last, nil
+}
+
+func command(c net.Conn, r *bufio.Reader, line string) (string, error) {
+	if _, err := io.WriteString(c, line+"\r\n"); err != nil {
+		return "", err
+	}
+	return reply(r)
+}
+
+// reply reads one (possibly multi-line) reply and returns its last line.
+func reply(r *bufio.Reader) (string, error) {
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if len(line) < 4 || line[3] != '-' {
+			return line, nil
+		}
+	}
+}
+
+func shorten(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
