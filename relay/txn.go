@@ -348,7 +348,7 @@ func (t *Txn) finish(o outcome, rset bool) {
 			// idle connection is always ready for MAIL.
 			err = c.client.Hello(t.p.helo)
 		}
-		t.logExchange("RSET", start, classify(nil, err, ""))
+		t.logExchange("RSET", start, classify(context.Background(), err, ""))
 		if err != nil {
 			t.p.discard(c)
 			return
