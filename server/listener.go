@@ -200,8 +200,8 @@ func (g *Guard) Open() int {
 	return len(g.conns)
 }
 
-// idleConns closes connections that are not inside a transaction; used at
-// shutdown once no new connection can arrive.
+// closeMatching closes the admitted connections match selects; shutdown
+// uses it for idle connections, then, after the grace period, for all.
 func (g *Guard) closeMatching(match func(*conn) bool) {
 	g.mu.Lock()
 	var cs []*conn

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/sink"
+	"github.com/mxgate/mxgate/internal/verdict"
 	"github.com/mxgate/mxgate/policy"
 )
 
@@ -489,5 +492,43 @@ func TestConnectionRecords(t *testing.T) {
 		if r.Action != policy.ActionAbort || r.Reason != policy.ReasonNoTransaction {
 			t.Errorf("record %+v, want abort/no_transaction", r)
 		}
+	}
+}
+
+func TestTotalConnectionCap(t *testing.T) {
+	h := newHarness(t, sink.Config{}, func(c *config.Config) {
+		c.Limits.MaxConnections = 2
+		c.Limits.MaxConnectionsPerIP = 2
+	})
+	h.dial().expect("220 ")
+	h.dial().expect("220 ")
+	refOf(t, h.dial().expect("421 4.7.0 Too many connections, try again later"))
+	if rec := h.recs.wait(t, 1)[0]; rec.Reason != policy.ReasonConnLimit || rec.Action != policy.ActionTempfail {
+		t.Fatalf("record %+v", rec)
+	}
+}
+
+// TestReceivedHeader pins the Received header: TLS details when the
+// session is encrypted, "for" only with a single recipient, and nothing a
+// client sent can break out of it.
+func TestReceivedHeader(t *testing.T) {
+	rt := &Runtime{Cfg: testConfig("127.0.0.1:1")}
+	st := &connState{ip: netip.MustParseAddr("192.0.2.7"), helo: "evil(\r\nX-Injected: 1)>;"}
+	st.tls = &verdict.TLS{Version: "TLS 1.3", Cipher: "TLS_AES_128_GCM_SHA256"}
+	s := &session{st: st, rt: rt}
+	tx := &txn{ref: "01ABCDEFGHJKMNPQRSTVWXYZ00", rcpts: []address.Addr{{Local: "bob", Domain: "ours.test"}}}
+	when := time.Date(2026, 11, 22, 13, 0, 0, 0, time.UTC)
+	want := "Received: from evilX-Injected:1 ([192.0.2.7])\r\n" +
+		"\tby mx.ours.test (mxgate) with ESMTPS\r\n" +
+		"\t(version=TLS 1.3 cipher=TLS_AES_128_GCM_SHA256)\r\n" +
+		"\tid 01ABCDEFGHJKMNPQRSTVWXYZ00\r\n" +
+		"\tfor <bob@ours.test>;\r\n" +
+		"\tSun, 22 Nov 2026 13:00:00 +0000\r\n"
+	if got := string(s.received(tx, when)); got != want {
+		t.Fatalf("got\n%q\nwant\n%q", got, want)
+	}
+	tx.rcpts = append(tx.rcpts, address.Addr{Local: "carol", Domain: "ours.test"})
+	if got := string(s.received(tx, when)); strings.Contains(got, "for <") {
+		t.Fatalf("a message to two recipients names one: %q", got)
 	}
 }
