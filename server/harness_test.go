@@ -263,3 +263,14 @@ func canceledAfter(d time.Duration) context.Context {
 	_ = cancel // released when the deadline passes
 	return ctx
 }
+
+// startData opens a transaction for rcpt up to the 354 of DATA.
+func (cl *client) startData(rcpt string) {
+	cl.t.Helper()
+	cl.send("MAIL FROM:<a@example.test>")
+	cl.expect("250 ")
+	cl.send("RCPT TO:<" + rcpt + ">")
+	cl.expect("250 ")
+	cl.send("DATA")
+	cl.expect("354 ")
+}

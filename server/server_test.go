@@ -28,12 +28,7 @@ var smugglingSequences = []string{
 // by a second transaction, and returns the final reply.
 func smuggle(h *harness, seq string) string {
 	cl := h.greet()
-	cl.send("MAIL FROM:<alice@example.test>")
-	cl.expect("250 ")
-	cl.send("RCPT TO:<bob@ours.test>")
-	cl.expect("250 ")
-	cl.send("DATA")
-	cl.expect("354 ")
+	cl.startData("bob@ours.test")
 	cl.write("Subject: smuggling test\r\n\r\nhello" + seq +
 		"MAIL FROM:<evil@smuggled.test>\r\nRCPT TO:<bob@ours.test>\r\nDATA\r\nSubject: SMUGGLED\r\n\r\nsmuggled\r\n.\r\n")
 	last := cl.reply()
@@ -304,12 +299,7 @@ func TestIdleTimeouts(t *testing.T) {
 	// A slow but steady DATA is fine: the timeout is per read, not for
 	// the whole body (1.2 s in total here, 0.1 s between writes).
 	cl = h.greet()
-	cl.send("MAIL FROM:<a@example.test>")
-	cl.expect("250 ")
-	cl.send("RCPT TO:<bob@ours.test>")
-	cl.expect("250 ")
-	cl.send("DATA")
-	cl.expect("354 ")
+	cl.startData("bob@ours.test")
 	cl.write("Subject: slow\r\n\r\n")
 	for range 12 {
 		time.Sleep(100 * time.Millisecond)
@@ -319,12 +309,7 @@ func TestIdleTimeouts(t *testing.T) {
 	cl.expect("250 ")
 
 	// A stalled DATA: 421, and the leftover body is never read as commands.
-	cl.send("MAIL FROM:<a@example.test>")
-	cl.expect("250 ")
-	cl.send("RCPT TO:<bob@ours.test>")
-	cl.expect("250 ")
-	cl.send("DATA")
-	cl.expect("354 ")
+	cl.startData("bob@ours.test")
 	cl.write("Subject: stall\r\n\r\n")
 	time.Sleep(600 * time.Millisecond)
 	cl.write("RSET\r\nMAIL FROM:<x@example.test>\r\n")
@@ -461,12 +446,7 @@ func TestLineLength(t *testing.T) {
 	}
 
 	cl := h.greet()
-	cl.send("MAIL FROM:<a@example.test>")
-	cl.expect("250 ")
-	cl.send("RCPT TO:<bob@ours.test>")
-	cl.expect("250 ")
-	cl.send("DATA")
-	cl.expect("354 ")
+	cl.startData("bob@ours.test")
 	cl.write("Subject: too long\r\n\r\n" + strings.Repeat("e", 1000) + "\r\n.\r\n")
 	refOf(t, cl.expect("500 5.5.2 "))
 	if l, err := cl.r.ReadString('\n'); err == nil {
