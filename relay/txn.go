@@ -29,6 +29,9 @@ type MailParams struct {
 	// data); when it does not, the body is sent as is, since the gateway
 	// cannot downgrade (RFC 6152 §3) and such servers take 8-bit anyway.
 	EightBit bool
+	// Log, when set, is the session's logger: the transaction's lines then
+	// carry its conn_id. nil means the pool's logger.
+	Log *slog.Logger
 }
 
 // Result is the backend's answer to a message it accepted.
@@ -54,6 +57,7 @@ type Txn struct {
 	// err is the reply of the transport failure that broke the
 	// transaction; every later call returns it.
 	err *policy.Reply
+	log *slog.Logger
 }
 
 // Begin takes a connection (idle from the pool, or a new one: servers tried
@@ -74,7 +78,10 @@ func (p *Pool) Begin(ctx context.Context, m MailParams) (*Txn, error) {
 		if r != nil {
 			return nil, r
 		}
-		t := &Txn{p: p, c: c, backend: c.srv.addr}
+		t := &Txn{p: p, c: c, backend: c.srv.addr, log: m.Log}
+		if t.log == nil {
+			t.log = p.log
+		}
 		t.tls, t.tlsOK = c.tlsState()
 		retry, r := t.mail(ctx, m)
 		if r == nil {
@@ -83,7 +90,7 @@ func (p *Pool) Begin(ctx context.Context, m MailParams) (*Txn, error) {
 		if !retry || fresh {
 			return nil, r
 		}
-		p.log.Debug("backend pooled connection was stale, retrying on a new one", "backend", t.backend)
+		t.log.Debug("backend pooled connection was stale, retrying on a new one", "backend", t.backend)
 		fresh = true
 	}
 }
@@ -101,7 +108,7 @@ func (t *Txn) mail(ctx context.Context, m MailParams) (retry bool, r *policy.Rep
 	if m.EightBit && !c.extension("8BITMIME") {
 		// RFC 6152 §3 would have a relay convert to 7 bit; we cannot, and
 		// servers that do not advertise 8BITMIME accept 8-bit data anyway.
-		t.p.log.Debug("backend does not advertise 8BITMIME; sending 8-bit body as is", "backend", t.backend)
+		t.log.Debug("backend does not advertise 8BITMIME; sending 8-bit body as is", "backend", t.backend)
 	}
 	start := time.Now()
 	closed, err := t.do(ctx, func() error {
@@ -358,7 +365,7 @@ func (t *Txn) finish(o outcome, rset bool) {
 }
 
 func (t *Txn) logExchange(cmd string, start time.Time, o outcome) {
-	log := t.p.log
+	log := t.log
 	if !log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}
