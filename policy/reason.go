@@ -41,6 +41,8 @@ const (
 	ReasonClientAbort     Reason = "client_abort"   // RSET, QUIT or disconnect before end of DATA
 	ReasonShuttingDown    Reason = "shutting_down"  // gateway stopping
 	ReasonInternal        Reason = "internal_error" // a fault of ours; details only in logs
+	ReasonRule            Reason = "rule"           // a policy rule decided; the record names it
+	ReasonScore           Reason = "score"          // the score crossed a threshold (policy.thresholds)
 )
 
 // Action is what happened to a transaction (design.md §4: `action`).
@@ -57,6 +59,9 @@ const (
 	ActionReject   Action = "reject"
 	ActionDrop     Action = "drop"
 	ActionAbort    Action = "abort"
+	// ActionSkipGreylist is a rule action only: the transaction is not
+	// greylisted, and checking goes on.
+	ActionSkipGreylist Action = "skip_greylist"
 )
 
 // Stage is an SMTP stage at which evidence is known and decisions are made.

@@ -29,6 +29,16 @@ var (
 	ErrBackendLost   = &Reply{451, [3]int{4, 4, 2}, "Connection to destination lost, try again later", ReasonBackendDown}
 	ErrBackendTimout = &Reply{451, [3]int{4, 4, 2}, "Destination timed out, try again later", ReasonBackendTimeout}
 	ErrInternal      = &Reply{451, [3]int{4, 3, 0}, "Local error in processing, try again later", ReasonInternal}
+
+	// The default replies of rule actions (a rule may give its own) and of
+	// the score thresholds. Greylisting says "try again later" and nothing
+	// more: the retry is what it tests.
+	ErrPolicyReject   = &Reply{550, [3]int{5, 7, 1}, "Message rejected by policy", ReasonRule}
+	ErrPolicyTempfail = &Reply{451, [3]int{4, 7, 1}, "Try again later", ReasonRule}
+	ErrPolicyDrop     = &Reply{554, [3]int{5, 7, 1}, "Connection refused by policy", ReasonRule}
+	ErrPolicyGreylist = &Reply{451, [3]int{4, 7, 1}, "Greylisted, please try again later", ReasonRule}
+	ErrScoreReject    = &Reply{554, [3]int{5, 7, 1}, "Message rejected: spam score too high", ReasonScore}
+	ErrScoreGreylist  = &Reply{451, [3]int{4, 7, 1}, "Greylisted, please try again later", ReasonScore}
 )
 
 // All lists every fixed reply the gateway can send, for tests and docs.
@@ -38,6 +48,7 @@ func All() []*Reply {
 		ErrUTF8Backend, ErrNestedMail, ErrNoValidRcpt, ErrTooLarge, ErrTooManyRcpts,
 		ErrBareNewline, ErrNUL, ErrLineTooLong, ErrDataTimeout, ErrDataAborted, ErrConnLimit,
 		ErrConnLimitIP, ErrShuttingDown, ErrBackendDown, ErrBackendLost, ErrBackendTimout,
-		ErrInternal,
+		ErrInternal, ErrPolicyReject, ErrPolicyTempfail, ErrPolicyDrop, ErrPolicyGreylist,
+		ErrScoreReject, ErrScoreGreylist,
 	}
 }
