@@ -5,7 +5,13 @@
 // (design.md §4 "Configuration"). Defaults live in one Go literal, Default().
 package config
 
-import "time"
+import (
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mxgate/mxgate/policy"
+)
 
 // Config is the whole configuration file.
 type Config struct {
@@ -26,6 +32,9 @@ type Config struct {
 	// DNS is the resolver every check uses; the system resolver is used only
 	// when Servers is empty.
 	DNS DNS `yaml:"dns"`
+	// Policy is the operator's rules, scores and thresholds
+	// (docs/policy.md).
+	Policy Policy `yaml:"policy"`
 	// VerdictLog is where one JSON record per transaction goes.
 	VerdictLog VerdictLog `yaml:"verdict_log"`
 	// Log configures operational logging (slog JSON on stderr).
@@ -150,6 +159,52 @@ type Log struct {
 	Level string `yaml:"level"`
 }
 
+// Policy configures the rule engine.
+type Policy struct {
+	// Mode is "enforce", or "shadow": the whole gateway only observes,
+	// relays everything and records what it would have done.
+	Mode string `yaml:"mode"`
+	// DefaultRules loads the rule set built into the binary
+	// (rules/default.yaml) after the operator's own rules.
+	DefaultRules bool `yaml:"default_rules"`
+	// Include lists globs of rule files, relative to the configuration
+	// file's folder, loaded after Rules in glob order.
+	Include []string `yaml:"include"`
+	// Rules are evaluated first, in order.
+	Rules RuleList `yaml:"rules"`
+	// Thresholds turn the score into an action; each is optional.
+	Thresholds Thresholds `yaml:"thresholds"`
+	// DelayReject delivers rejects decided at connect, HELO or MAIL at the
+	// first RCPT, so the envelope is recorded (postscreen's "enforce",
+	// Haraka's delay_deny). A drop always closes at once.
+	DelayReject bool `yaml:"delay_reject"`
+	// SubjectTag, when set, is prefixed to the Subject of tagged messages.
+	SubjectTag string `yaml:"subject_tag"`
+
+	// Engine is the compiled policy: every rule of every source, checked.
+	// Load sets it.
+	Engine *policy.Engine `yaml:"-"`
+}
+
+// Thresholds are the score thresholds; an absent one does not apply.
+type Thresholds struct {
+	Tag      OptionalScore `yaml:"tag"`
+	Greylist OptionalScore `yaml:"greylist"`
+	Reject   OptionalScore `yaml:"reject"`
+}
+
+// OptionalScore is a number that may be left out.
+type OptionalScore struct {
+	Set   bool
+	Value float64
+}
+
+// RuleList keeps the rules' YAML as it is, with its line numbers, for the
+// rule parser (package policy), which reports every problem at once.
+type RuleList struct {
+	Node *yaml.Node
+}
+
 // Size is a byte count that YAML may give as an integer or as a string with
 // a unit: "512KiB", "25MiB", "1GiB", "10MB", "100kB".
 type Size int64
@@ -190,6 +245,7 @@ func Default() Config {
 			BareNewline:  "reject",
 			NUL:          "reject",
 		},
+		Policy:        Policy{Mode: "enforce", DefaultRules: true, DelayReject: true},
 		DNS:           DNS{Timeout: 5 * time.Second},
 		VerdictLog:    VerdictLog{Path: "-"},
 		Log:           Log{Level: "info"},

@@ -88,6 +88,13 @@ func docDefault(v reflect.Value) string {
 		return strconv.Quote(x)
 	case []string:
 		return fmt.Sprintf("%q", x)
+	case OptionalScore:
+		if !x.Set {
+			return "none"
+		}
+		return strconv.FormatFloat(x.Value, 'g', -1, 64)
+	case RuleList:
+		return "[]"
 	}
 	return fmt.Sprint(v.Interface())
 }

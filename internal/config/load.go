@@ -120,6 +120,7 @@ func parse(name string, data []byte) (*Config, map[string]int, Errors) {
 	if !w.capped {
 		v := &validator{walker: w}
 		v.config(&cfg)
+		w.errs = append(w.errs, compilePolicy(name, &cfg)...)
 	}
 	return &cfg, w.lines, w.result()
 }

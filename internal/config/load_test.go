@@ -151,6 +151,10 @@ func TestMinimalGetsDefaults(t *testing.T) {
 	want.Domains = []string{"example.com"}
 	want.Backend.Servers = []string{"127.0.0.1:10025"}
 	want.Backend.Helo = "mx.example.com" // defaults to hostname
+	if cfg.Policy.Engine == nil || len(cfg.Policy.Engine.Rules()) == 0 {
+		t.Error("the built-in default rules were not loaded")
+	}
+	cfg.Policy.Engine = nil // compiled, not a default
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", *cfg, want)
 	}
@@ -173,8 +177,10 @@ func TestExampleSetsEveryKey(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
+	// Keys the example cannot set because this version refuses them.
+	notYet := map[string]bool{"policy.thresholds.greylist": true} // needs checks.greylist
 	for _, path := range leafPaths(reflect.TypeFor[Config](), "", "[0]") {
-		if lines[path] == 0 {
+		if lines[path] == 0 && !notYet[path] {
 			t.Errorf("config.example.yaml does not set %s", path)
 		}
 	}
@@ -187,9 +193,14 @@ func leafPaths(t reflect.Type, prefix, elem string) []string {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
+			continue // not a key: set by Load (Policy.Engine)
+		}
 		path := joinPath(prefix, name)
 		ft := f.Type
 		switch {
+		case reflect.PointerTo(ft).Implements(unmarshalerType):
+			out = append(out, path) // decodes itself: a leaf (OptionalScore, RuleList)
 		case ft.Kind() == reflect.Struct:
 			out = append(out, leafPaths(ft, path, elem)...)
 		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:

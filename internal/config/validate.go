@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"golang.org/x/net/idna"
 	"io"
 	"net"
 	"net/netip"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // validator checks a decoded Config. It shares the walker's error list and
@@ -81,11 +82,32 @@ func (v *validator) config(c *Config) {
 	v.limits(&c.Limits)
 	v.message(&c.Message)
 	v.dns(&c.DNS)
+	v.policy(&c.Policy)
 	if c.VerdictLog.Path == "" {
 		v.fail("verdict_log.path", `required (a file, or "-" for standard output)`)
 	}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.positive("shutdown_grace", c.ShutdownGrace)
+}
+
+func (v *validator) policy(p *Policy) {
+	v.oneOf("policy.mode", p.Mode, "enforce", "shadow")
+	if p.Thresholds.Greylist.Set {
+		v.fail("policy.thresholds.greylist", "needs greylisting (checks.greylist), which this version does not have yet")
+	}
+	t := p.Thresholds
+	if t.Tag.Set && t.Reject.Set && t.Tag.Value >= t.Reject.Value {
+		v.fail("policy.thresholds.tag", "%g is not below the reject threshold %g: nothing would ever be tagged", t.Tag.Value, t.Reject.Value)
+	}
+	if len(p.SubjectTag) > 64 {
+		v.fail("policy.subject_tag", "longer than 64 characters")
+	}
+	for _, c := range p.SubjectTag {
+		if c < ' ' || c > '~' {
+			v.fail("policy.subject_tag", "only printable ASCII is allowed (it goes into a header)")
+			break
+		}
+	}
 }
 
 func (v *validator) listen(ls []Listener) {
