@@ -134,7 +134,7 @@ type sinkDump struct {
 	rcpts    []string // X-Rcpt-Args
 	hasData  bool     // the sink's Received header is there: DATA was accepted
 	received string   // the gateway's Received header, LF line ends
-	content  []byte   // the rest: the message after the gateway's Received, LF line ends, plus the final "\n"
+	content  []byte   // the rest: the message after the gateway's fields, LF line ends, plus the final "\n"
 	msgID    string   // Message-ID of content
 	err      error    // why the dump could not be parsed (a dump cut short)
 }
@@ -216,6 +216,12 @@ func parseDump(path string, b []byte) *sinkDump {
 		rcvd = append(rcvd, l)
 	}
 	d.received = strings.Join(rcvd, "\n")
+	// Then the gateway's X-Spam-Status, which every relayed message gets
+	// (no thresholds are set here, so it is always "No").
+	if l, ok := next(); !ok || !strings.HasPrefix(l, "X-Spam-Status: No, score=") {
+		d.err = fmt.Errorf("no X-Spam-Status field after the gateway's Received header: %q", l)
+		return d
+	}
 	d.content = b
 	// Message-ID, from the header section.
 	for _, h := range strings.Split(string(headerOf(b)), "\n") {

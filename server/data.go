@@ -1,10 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"io"
-	"net/mail"
-	"strings"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/spool"
@@ -35,14 +32,16 @@ func (s *session) data(tx *txn, r io.Reader) (*policy.Reply, string) {
 		return rep, ""
 	}
 	defer msg.Close()
-	if s.rt.Spool.BareNewline == spool.RejectBareNewline && s.st.conn.bareCR.Load() > tx.bareCRAtMail {
-		return policy.ErrBareNewline, "bare CR in the raw input (hidden by the DATA reader's dot handling)"
+	if r := s.dataDecision(tx, msg); r != nil {
+		return r, tx.rec.Detail
 	}
-	tx.rec.Size = msg.Size()
-	tx.rec.MessageID, tx.rec.HeaderFrom = headerFacts(msg.Header())
 
+	head, body, err := s.headers(tx, msg)
+	if err != nil {
+		return asReply(err, s.log()), err.Error()
+	}
 	start := time.Now()
-	res, err := tx.backend.Data(s.st.srv.ctx, s.received(tx, time.Now()), msg.Open())
+	res, err := tx.backend.Data(s.st.srv.ctx, head, body)
 	rel := &verdict.Relay{Backend: tx.backend.Backend(), MS: time.Since(start).Milliseconds()}
 	tx.rec.Relay = rel
 	if err != nil {
@@ -54,22 +53,6 @@ func (s *session) data(tx *txn, r io.Reader) (*policy.Reply, string) {
 	}
 	rel.Code, rel.Text, rel.QueueID = res.Code, res.Text, res.QueueID
 	return policy.Passthrough(res.Code, res.Enhanced, res.Text, policy.ReasonAccepted), ""
-}
-
-// headerFacts extracts Message-ID and the From address for the record.
-func headerFacts(h []byte) (msgID, from string) {
-	m, err := mail.ReadMessage(io.MultiReader(bytes.NewReader(h), strings.NewReader("\r\n")))
-	if err != nil {
-		return "", ""
-	}
-	msgID = clip(strings.TrimSpace(m.Header.Get("Message-Id")), 256)
-	raw := m.Header.Get("From")
-	if a, err := mail.ParseAddress(raw); err == nil {
-		from = a.Address
-	} else {
-		from = strings.TrimSpace(raw)
-	}
-	return msgID, clip(from, 256)
 }
 
 func clip(s string, n int) string {
@@ -86,21 +69,8 @@ func (s *session) finish(tx *txn, rep *policy.Reply, stage policy.Stage, detail 
 	if tx.backend != nil {
 		tx.backend.Abort() // RSET on the backend unless the message went through
 	}
-	rec := &tx.rec
-	rec.Client = s.st.client()
-	rec.Stage = stage
-	rec.Detail = detail
-	rec.DurationMS = time.Since(tx.start).Milliseconds()
-	switch {
-	case rep == nil:
-		rec.Action, rec.Reason = policy.ActionAbort, policy.ReasonClientAbort
-	default:
-		rec.Reason = rep.Reason
-		rec.Action = actionOf(rep)
-		rp := verdict.ReplyOf(rep, tx.ref)
-		rec.Reply = &rp
-	}
-	s.st.srv.record(rec)
+	s.complete(tx, rep, stage, detail)
+	s.st.srv.record(&tx.rec)
 	if s.tx == tx {
 		s.tx = nil
 	}
@@ -108,6 +78,33 @@ func (s *session) finish(tx *txn, rep *policy.Reply, stage policy.Stage, detail 
 	s.st.txns++
 	s.st.inTxn = false
 	s.st.mu.Unlock()
+}
+
+// complete fills the transaction's verdict record from how it ended.
+func (s *session) complete(tx *txn, rep *policy.Reply, stage policy.Stage, detail string) {
+	tx.recordPolicy(s.rt.headerFacts)
+	rec := &tx.rec
+	rec.Client = s.st.client()
+	rec.Stage = stage
+	if detail != "" {
+		rec.Detail = detail
+	}
+	rec.DurationMS = time.Since(tx.start).Milliseconds()
+	switch {
+	case rep == nil:
+		rec.Action, rec.Reason = policy.ActionAbort, policy.ReasonClientAbort
+	default:
+		rec.Reason = rep.Reason
+		rec.Action = actionOf(rep)
+		if rec.Action == policy.ActionAccept && tx.eval != nil && tx.eval.Tag {
+			rec.Action = policy.ActionTag
+		}
+		if tx.applied != nil && rep == tx.applied.Reply {
+			rec.Action, rec.Stage = tx.applied.Action, tx.applied.Stage
+		}
+		rp := verdict.ReplyOf(rep, tx.ref)
+		rec.Reply = &rp
+	}
 }
 
 // actionOf names what a final reply did to the transaction.

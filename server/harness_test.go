@@ -274,3 +274,5 @@ func (cl *client) startData(rcpt string) {
 	cl.send("DATA")
 	cl.expect("354 ")
 }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }

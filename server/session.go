@@ -11,7 +11,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxgate/mxgate/internal/address"
-	"github.com/mxgate/mxgate/internal/refid"
 	"github.com/mxgate/mxgate/internal/verdict"
 	"github.com/mxgate/mxgate/policy"
 	"github.com/mxgate/mxgate/relay"
@@ -82,6 +81,32 @@ type txn struct {
 	lastStage   policy.Stage
 	// bareCRAtMail is the connection's bare-CR count when MAIL was given.
 	bareCRAtMail int64
+
+	vals *policy.Values // the facts known so far
+	eval *policy.Eval   // the rule engine's state for this transaction
+	// pending is a reject decided at connect, HELO or MAIL, delivered at
+	// every RCPT (policy.delay_reject).
+	pending *policy.Outcome
+	// shadowed is the first decision policy.mode: shadow kept from
+	// taking effect.
+	shadowed *policy.Outcome
+	// applied is the policy outcome that ends the transaction, if any.
+	applied *policy.Outcome
+}
+
+// noteRcpt records one RCPT and what it was answered.
+func (tx *txn) noteRcpt(to string, r *policy.Reply) {
+	rec := verdict.Rcpt{Addr: to, Reason: policy.ReasonAccepted}
+	if r != nil {
+		tx.lastRefusal = r
+		rec.Reason = r.Reason
+		rec.Reply = verdict.ReplyOf(r, tx.ref)
+	} else {
+		// go-smtp's fixed text for an accepted RCPT: the record holds
+		// exactly what the client was sent.
+		rec.Reply = verdict.Reply{Code: 250, Enhanced: "2.0.0", Text: "I'll make sure <" + to + "> gets this"}
+	}
+	tx.rec.Rcpts = append(tx.rec.Rcpts, rec)
 }
 
 // NewSession is called by go-smtp at the first HELO/EHLO (and again after
@@ -122,21 +147,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		// recipients (libraries.md §1.2); refuse it instead.
 		return fail(policy.ErrNestedMail, s.tx.ref)
 	}
-	now := time.Now()
-	tx := &txn{ref: refid.New(now), start: now, opts: *opts, lastStage: policy.StageMail,
-		bareCRAtMail: s.st.conn.bareCR.Load()}
-	tx.rec = verdict.Record{Ref: tx.ref, ConnID: s.st.id, Listener: s.st.listener, MailFrom: &from}
-	if opts.Size > 0 {
-		tx.rec.Size = opts.Size
-	}
-	addr, err := address.ParseSender(from, opts.UTF8)
-	if err != nil {
-		r := asReply(err, s.log())
-		tx.lastRefusal = r
-		s.finish(tx, r, policy.StageMail, "")
+	tx := s.newTxn(from, *opts)
+	if r := s.mailDecision(tx, from); r != nil {
+		s.finish(tx, r, tx.lastStage, "")
 		return fail(r, tx.ref)
 	}
-	tx.from = addr
 	s.tx = tx
 	s.st.mu.Lock()
 	s.st.inTxn = true
@@ -156,30 +171,14 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	tx.lastStage = policy.StageRcpt
 	r := s.rcpt(tx, to)
-	rec := verdict.Rcpt{Addr: to, Reason: policy.ReasonAccepted}
-	if r != nil {
-		tx.lastRefusal = r
-		rec.Reason = r.Reason
-		rec.Reply = verdict.ReplyOf(r, tx.ref)
-	} else {
-		// go-smtp's fixed text for an accepted RCPT: the record holds
-		// exactly what the client was sent.
-		rec.Reply = verdict.Reply{Code: 250, Enhanced: "2.0.0", Text: "I'll make sure <" + to + "> gets this"}
-	}
-	tx.rec.Rcpts = append(tx.rec.Rcpts, rec)
+	tx.noteRcpt(to, r)
 	return fail(r, tx.ref)
 }
 
 func (s *session) rcpt(tx *txn, to string) *policy.Reply {
-	if len(tx.rcpts) >= s.rt.Cfg.Limits.MaxRecipients {
-		return policy.ErrTooManyRcpts
-	}
-	addr, err := address.ParseRecipient(to, tx.opts.UTF8)
-	if err != nil {
-		return asReply(err, s.log())
-	}
-	if !s.rt.Domains.Contains(addr.Domain) {
-		return policy.ErrRelayDenied
+	addr, r := s.rcptDecision(tx, to)
+	if r != nil {
+		return r
 	}
 	if tx.mailErr != nil {
 		return tx.mailErr
@@ -246,10 +245,23 @@ func (s *session) abandon() {
 	if tx == nil {
 		return
 	}
-	if len(tx.rcpts) == 0 && tx.lastRefusal != nil {
-		// Every recipient was refused: the transaction was rejected.
-		s.finish(tx, tx.lastRefusal, tx.lastStage, "")
+	if r := tx.refusal(); r != nil {
+		s.finish(tx, r, tx.lastStage, "")
 		return
 	}
 	s.finish(tx, nil, tx.lastStage, "")
+}
+
+// refusal is the reply that ended a transaction whose every recipient was
+// refused: the policy's, when a rule or threshold refused it (a reject
+// delayed from MAIL is the reason even if the last RCPT was also foreign),
+// else the last refusal. nil when a recipient was accepted.
+func (tx *txn) refusal() *policy.Reply {
+	if len(tx.rcpts) > 0 || tx.lastRefusal == nil {
+		return nil
+	}
+	if tx.applied != nil {
+		return tx.applied.Reply
+	}
+	return tx.lastRefusal
 }

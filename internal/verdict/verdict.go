@@ -38,6 +38,11 @@ type Record struct {
 
 	Checks []Check `json:"checks,omitempty"`
 	Rules  []Rule  `json:"rules,omitempty"`
+	// Facts are the facts the decision was made from, by name
+	// (docs/policy.md), so `gateway replay` can decide again without DNS.
+	Facts map[string]any `json:"facts,omitempty"`
+	// Shadow is what policy.mode: shadow kept the gateway from doing.
+	Shadow *Shadow `json:"shadow,omitempty"`
 
 	Score  float64       `json:"score"`
 	Action policy.Action `json:"action"`
@@ -92,6 +97,15 @@ type Rule struct {
 	Score  float64       `json:"score,omitempty"`
 	Shadow bool          `json:"shadow,omitempty"`
 	Stage  policy.Stage  `json:"stage"`
+}
+
+// Shadow is a decision that was recorded but not applied, because the
+// gateway runs in policy.mode: shadow.
+type Shadow struct {
+	Action policy.Action `json:"action"`
+	Rule   string        `json:"rule"`
+	Stage  policy.Stage  `json:"stage"`
+	Reply  Reply         `json:"reply"`
 }
 
 // Reply is exactly what the client was sent.

@@ -1,0 +1,83 @@
+package server
+
+import (
+	"bytes"
+	"io"
+	"net/mail"
+	"net/netip"
+	"strings"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/policy"
+)
+
+// The facts the core provides (docs/policy.md lists them all). Values are
+// set where the session learns them; Set only fails for a programmer error
+// (an unregistered fact or a value of the wrong type), so its error is
+// ignored here and caught by the tests.
+
+// connValues returns a fresh set of facts with what is known about the
+// connection: the client and its HELO.
+func (st *connState) connValues() *policy.Values {
+	v := policy.NewValues()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	v.Set("client.ip", st.ip)
+	v.Set("client.port", st.port)
+	if st.helo != "" {
+		v.Set("helo", st.helo)
+		v.Set("helo.valid", heloValid(st.helo))
+		v.Set("tls", st.tls != nil)
+	}
+	return v
+}
+
+// heloValid reports whether a HELO/EHLO argument is what RFC 5321
+// §4.1.1.1 asks for: a fully qualified domain name or an address literal.
+func heloValid(h string) bool {
+	if lit, ok := strings.CutPrefix(h, "["); ok {
+		lit, ok = strings.CutSuffix(lit, "]")
+		if !ok {
+			return false
+		}
+		if v6, ok := strings.CutPrefix(lit, "IPv6:"); ok {
+			a, err := netip.ParseAddr(v6)
+			return err == nil && a.Is6()
+		}
+		a, err := netip.ParseAddr(lit)
+		return err == nil && a.Is4()
+	}
+	if !strings.Contains(strings.TrimSuffix(h, "."), ".") {
+		return false // a bare word is not fully qualified
+	}
+	_, err := address.ParseRecipient("x@"+h, false)
+	return err == nil
+}
+
+// setDataValues sets the facts known once the message is in: its size and
+// its header fields (the first of each name, unfolded). It returns the
+// Message-ID and the From address for the verdict record.
+func setDataValues(v *policy.Values, size int64, header []byte) (msgID, from string) {
+	v.Set("size", size)
+	m, err := mail.ReadMessage(io.MultiReader(bytes.NewReader(header), strings.NewReader("\r\n")))
+	if err != nil {
+		return "", ""
+	}
+	for name, vals := range m.Header {
+		if len(vals) > 0 {
+			v.Set("header."+strings.ToLower(name), strings.TrimSpace(vals[0]))
+		}
+	}
+	msgID = clip(strings.TrimSpace(m.Header.Get("Message-Id")), 256)
+	v.Set("subject", strings.TrimSpace(m.Header.Get("Subject")))
+	v.Set("message_id", msgID)
+	raw := m.Header.Get("From")
+	from = clip(strings.TrimSpace(raw), 256)
+	if a, err := mail.ParseAddress(raw); err == nil {
+		from = clip(a.Address, 256)
+		if _, dom, ok := strings.Cut(a.Address, "@"); ok {
+			v.Set("header_from.domain", strings.ToLower(dom))
+		}
+	}
+	return msgID, from
+}

@@ -1,0 +1,89 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/spool"
+)
+
+// headers returns what goes to the backend: the gateway's header fields,
+// the message's own header section with forged X-Spam-Flag/X-Spam-Status
+// fields removed (and the Subject tagged when configured), then the body.
+// Sieve filters trust X-Spam-Flag: YES, so only ours may reach them.
+func (s *session) headers(tx *txn, msg *spool.Message) ([]byte, io.Reader, error) {
+	var b bytes.Buffer
+	b.Write(s.received(tx, time.Now()))
+	b.WriteString(s.spamHeaders(tx))
+	orig := msg.Header()
+	r := msg.Open()
+	// The original header section is replaced by its rewritten copy; skip
+	// it in the stored message.
+	if _, err := io.CopyN(io.Discard, r, int64(len(orig))); err != nil {
+		return nil, nil, fmt.Errorf("rereading the message: %w", err)
+	}
+	tag := ""
+	if tx.eval != nil && tx.eval.Tag {
+		tag = s.rt.Cfg.Policy.SubjectTag
+	}
+	b.Write(rewriteHeader(orig, tag))
+	return b.Bytes(), r, nil
+}
+
+// spamHeaders renders the SpamAssassin-convention fields existing Sieve
+// filters match: every relayed message gets X-Spam-Status; a tagged one
+// also X-Spam-Flag: YES. Rule names are validated identifiers and the score
+// is ours: no client input goes into these fields.
+func (s *session) spamHeaders(tx *txn) string {
+	if tx.eval == nil {
+		return ""
+	}
+	score := strconv.FormatFloat(tx.eval.Score, 'f', 1, 64)
+	if !tx.eval.Tag {
+		return "X-Spam-Status: No, score=" + score + "\r\n"
+	}
+	var names []string
+	for _, m := range tx.eval.Matches {
+		if !m.Shadow {
+			names = append(names, m.Rule)
+		}
+	}
+	return "X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=" + score + ", rules=" + strings.Join(names, ",") + "\r\n"
+}
+
+// rewriteHeader drops X-Spam-Flag and X-Spam-Status fields (with their
+// folded continuation lines) and prefixes the Subject with tag.
+func rewriteHeader(h []byte, tag string) []byte {
+	var out bytes.Buffer
+	skip := false
+	for len(h) > 0 {
+		line := h
+		if i := bytes.Index(h, []byte("\r\n")); i >= 0 {
+			line = h[:i+2]
+		}
+		h = h[len(line):]
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			if !skip {
+				out.Write(line)
+			}
+			continue
+		}
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		name = bytes.TrimSpace(name)
+		skip = bytes.EqualFold(name, []byte("X-Spam-Flag")) || bytes.EqualFold(name, []byte("X-Spam-Status"))
+		switch {
+		case skip:
+		case tag != "" && bytes.EqualFold(name, []byte("Subject")):
+			out.WriteString("Subject: " + tag + " ")
+			out.Write(bytes.TrimLeft(value, " \t"))
+			tag = "" // only the first Subject
+		default:
+			out.Write(line)
+		}
+	}
+	return out.Bytes()
+}
