@@ -25,6 +25,10 @@ commands:
   demo           run the gateway with embedded stand-ins and a guided tour (offline)
   serve          run the gateway (--config FILE)
   check-config   validate a configuration (--config FILE); exit 1 on any problem
+  explain        run one transaction through the policy without SMTP:
+                 --config FILE --ip IP --helo NAME --from ADDR --rcpt ADDR [--rcpt ...] [--json] [message.eml]
+  replay         re-decide recorded transactions under a policy:
+                 --config FILE [--json] verdicts.jsonl...; exit 0 unchanged, 1 changed, 2 error
   version        print version and build information
 `
 
@@ -59,6 +63,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return 0
+	case "explain":
+		return explainCmd(fs, args, stdout, stderr)
+	case "replay":
+		return replayCmd(fs, args, stdout, stderr)
 	case "demo":
 		listen := fs.String("listen", "127.0.0.1:2525", "address the demo gateway listens on")
 		tour := fs.Bool("tour", true, "send the guided tour of example transactions")
