@@ -9,6 +9,7 @@ package demo
 import (
 	"bufio"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -71,7 +72,10 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	cfg := Config(o.Listen, be.Addr())
+	cfg, err := Config(o.Listen, be.Addr())
+	if err != nil {
+		return err
+	}
 	vf, err := os.OpenFile(filepath.Join(dir, "verdicts.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -108,20 +112,21 @@ func Run(ctx context.Context, o Options) error {
 	return srv.Shutdown(sctx)
 }
 
-// Config is the demo's configuration: defaults plus loopback addresses and
-// a small size limit so the oversized example is quick.
-func Config(listen, backend string) *config.Config {
-	cfg := config.Default()
-	cfg.Hostname = hostname
+//go:embed demo.yaml
+var demoYAML string
+
+// Config is the demo's configuration (demo.yaml), loaded by the real loader
+// so its rules are checked exactly like an operator's.
+func Config(listen, backend string) (*config.Config, error) {
+	y := strings.NewReplacer("{{backend}}", backend).Replace(demoYAML)
+	cfg, err := config.Parse("demo.yaml (built in)", []byte(y))
+	if err != nil {
+		return nil, err
+	}
+	// Set after validation, which rightly refuses port 0 in a configuration
+	// file; the demo's tests ask for any free port.
 	cfg.Listen = []config.Listener{{Address: listen}}
-	cfg.Domains = []string{domain}
-	cfg.Backend.Servers = []string{backend}
-	cfg.Backend.Helo = hostname
-	cfg.Limits.MaxMessageSize = 256 << 10
-	cfg.Limits.CommandTimeout = time.Minute
-	cfg.Limits.DataTimeout = time.Minute
-	cfg.DNS.Servers = []string{"127.0.0.1:53"} // not queried yet: no check needs DNS in this release
-	return &cfg
+	return cfg, nil
 }
 
 // tap receives the verdict JSON lines and hands the records to the tour.

@@ -23,6 +23,7 @@ func TestTour(t *testing.T) {
 	want := []string{
 		"accept / accepted", "reject / relay_denied", "reject / relay_denied",
 		"reject / message_too_large", "reject / bare_newline", "reject / backend_rcpt",
+		"reject / rule", "accept / accepted (shadow: demo-watch-lottery would reject)", "tag / accepted",
 	}
 	var rows []string
 	sc := bufio.NewScanner(&out)
@@ -40,11 +41,16 @@ func TestTour(t *testing.T) {
 		}
 	}
 	emls, _ := filepath.Glob(filepath.Join(dir, "mail", "*.eml"))
-	if len(emls) != 1 {
-		t.Fatalf("want 1 stored message, have %d", len(emls))
+	if len(emls) != 3 {
+		t.Fatalf("want 3 stored messages, have %d", len(emls))
 	}
 	eml, _ := os.ReadFile(emls[0])
+	tagged, _ := os.ReadFile(emls[2])
+	if !bytes.Contains(tagged, []byte("\r\nX-Spam-Flag: YES\r\n")) || !bytes.Contains(tagged, []byte("\r\nSubject: [SPAM] hello")) {
+		t.Errorf("the tagged message lacks X-Spam-Flag or the subject tag:\n%s", tagged)
+	}
 	if !bytes.HasPrefix(eml, []byte("Received: from client.sender.test ([127.0.0.1])")) ||
+		!bytes.Contains(eml, []byte("\r\nX-Spam-Status: No, score=0.0\r\n")) ||
 		!bytes.Contains(eml, []byte("\r\n. a line that starts with a dot survives.\r\n")) {
 		t.Errorf("stored message:\n%s", eml)
 	}

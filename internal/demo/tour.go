@@ -16,20 +16,25 @@ import (
 type example struct {
 	title string
 	steps []string // client lines; "DATA:" + body sends DATA and the body as raw bytes
+	helo  string   // "" = client.sender.test
 }
 
 func tour() []example {
 	clean := "From: Alice <alice@sender.test>\r\nTo: Bob <bob@demo.test>\r\nSubject: hello from the demo\r\n" +
 		"Message-ID: <demo-1@sender.test>\r\n\r\nHi Bob,\r\n.. a line that starts with a dot survives.\r\n"
 	big := "Subject: a large attachment\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 4000)
+	lottery := "From: Lucky <lucky@sender.test>\r\nSubject: You are a WINNER\r\n\r\nClaim your prize.\r\n"
 	smuggle := "Subject: smuggling\r\n\r\nhello\n.\nMAIL FROM:<evil@smuggled.test>\r\nRCPT TO:<bob@demo.test>\r\nDATA\r\nSmuggled!\r\n"
 	return []example{
-		{"a clean message", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}},
-		{"a recipient outside our domains", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim@elsewhere.test>"}},
-		{"a %-hack relay attempt", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim%elsewhere.test@demo.test>"}},
-		{"a message over the size limit", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + big}},
-		{"an SMTP smuggling attempt (\\n.\\n)", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + smuggle}},
-		{"a recipient the backend refuses", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<" + unknown + ">"}},
+		{"a clean message", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, ""},
+		{"a recipient outside our domains", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim@elsewhere.test>"}, ""},
+		{"a %-hack relay attempt", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim%elsewhere.test@demo.test>"}, ""},
+		{"a message over the size limit", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + big}, ""},
+		{"an SMTP smuggling attempt (\\n.\\n)", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + smuggle}, ""},
+		{"a recipient the backend refuses", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<" + unknown + ">"}, ""},
+		{"a sender a rule rejects (custom reply)", []string{"MAIL FROM:<bulk@spammer.test>", "RCPT TO:<bob@demo.test>"}, ""},
+		{"a message a shadow rule would reject", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + lottery}, ""},
+		{"a client scoring over the tag threshold", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "localhost"},
 	}
 }
 
@@ -43,13 +48,22 @@ func runTour(out io.Writer, addr string, t *tap) {
 	fmt.Fprintln(tw, " #\texample\tthe client saw\taction / reason")
 	var first string
 	for i, ex := range tour() {
-		last, err := send(addr, ex.steps)
+		helo := ex.helo
+		if helo == "" {
+			helo = "client.sender.test"
+		}
+		last, err := send(addr, helo, ex.steps)
 		action, reason := "?", "?"
 		if err != nil {
 			last = "error: " + err.Error()
 		} else if m := refRE.FindStringSubmatch(last); m != nil {
 			if rec, ok := t.wait(m[1]); ok {
 				action, reason = string(rec.Action), string(rec.Reason)
+				for _, r := range rec.Rules {
+					if r.Shadow {
+						reason += " (shadow: " + r.Name + " would " + string(r.Action) + ")"
+					}
+				}
 				if i == 0 {
 					var buf bytes.Buffer
 					enc := json.NewEncoder(&buf)
@@ -70,7 +84,7 @@ func runTour(out io.Writer, addr string, t *tap) {
 }
 
 // send runs one transaction and returns the last reply the client got.
-func send(addr string, steps []string) (string, error) {
+func send(addr, helo string, steps []string) (string, error) {
 	c, r, err := dial(addr)
 	if err != nil {
 		return "", err
@@ -80,7 +94,7 @@ func send(addr string, steps []string) (string, error) {
 		return "", err
 	}
 	last := ""
-	for _, s := range append([]string{"EHLO client.sender.test"}, steps...) {
+	for _, s := range append([]string{"EHLO " + helo}, steps...) {
 		body, isData := strings.CutPrefix(s, "DATA:")
 		if isData {
 			s = "DATA"
