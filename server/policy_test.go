@@ -7,7 +7,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/metrics"
 	"github.com/mxgate/mxgate/internal/sink"
 	"github.com/mxgate/mxgate/policy"
 )
@@ -137,6 +140,9 @@ func TestPolicyShadowRule(t *testing.T) {
 	rec := h.recs.wait(t, 1)[0]
 	if rec.Action != policy.ActionAccept || len(rec.Rules) != 1 || !rec.Rules[0].Shadow || rec.Rules[0].Name != "watch-lottery" {
 		t.Fatalf("record %+v", rec)
+	}
+	if n := promtest.ToFloat64(metrics.RuleMatches.WithLabelValues("watch-lottery", "true")); n < 1 {
+		t.Errorf("the shadow match was not counted (%v)", n)
 	}
 }
 

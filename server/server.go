@@ -21,6 +21,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/metrics"
 	"github.com/mxgate/mxgate/internal/refid"
 	"github.com/mxgate/mxgate/internal/verdict"
 	"github.com/mxgate/mxgate/policy"
@@ -215,6 +216,7 @@ func (s *Server) newConnState(nc net.Conn, ap netip.AddrPort) *connState {
 // record writes one verdict record; a failure to write is logged, never
 // fatal for the mail (the reply is already decided).
 func (s *Server) record(r *verdict.Record) {
+	metrics.Record(r)
 	if err := s.verdicts.Write(r); err != nil {
 		s.log.Error("writing verdict record", "err", err, "ref", r.Ref)
 	}
