@@ -13,6 +13,8 @@ package policy
 import (
 	"fmt"
 	"slices"
+
+	"github.com/mxgate/mxgate/internal/yamldiag"
 )
 
 // Thresholds turn the score into an action; nil means no such threshold.
@@ -63,7 +65,7 @@ func NewEngine(rules []*Rule, o Options) (*Engine, Errors) {
 			if f.File == r.File {
 				where = fmt.Sprintf("line %d", f.Line)
 			}
-			errs = append(errs, Error{File: r.File, Line: r.Line, Path: joinPath(r.path, "name"),
+			errs = append(errs, Error{File: r.File, Line: r.Line, Path: yamldiag.JoinPath(r.path, "name"),
 				Msg: fmt.Sprintf("duplicate rule name %q (first used at %s)", r.Name, where)})
 			continue
 		}

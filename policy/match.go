@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mxgate/mxgate/internal/yamldiag"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/net/idna"
 )
@@ -175,7 +176,7 @@ func (c *factCond) String() string {
 // fact or the line; the caller adds them.
 func (c *factCond) add(n *yaml.Node) error {
 	if n.ShortTag() == "!!null" {
-		return fmt.Errorf("want a matcher, got %s", describe(n))
+		return fmt.Errorf("want a matcher, got %s", yamldiag.Describe(n))
 	}
 	var err error
 	switch c.kind {
@@ -206,11 +207,11 @@ func (c *factCond) add(n *yaml.Node) error {
 
 func (c *factCond) addBool(n *yaml.Node) error {
 	var b bool
-	if n.ShortTag() != "!!bool" || safeLeaf(n, &b) != nil {
+	if n.ShortTag() != "!!bool" || yamldiag.DecodeScalar(n, &b) != nil {
 		if c.kind == KindSet {
-			return fmt.Errorf("want true (not empty), false (empty) or a name to look for, got %s", describe(n))
+			return fmt.Errorf("want true (not empty), false (empty) or a name to look for, got %s", yamldiag.Describe(n))
 		}
-		return fmt.Errorf("want true or false, got %s", describe(n))
+		return fmt.Errorf("want true or false, got %s", yamldiag.Describe(n))
 	}
 	c.bools[b2i(b)] = true
 	return nil
@@ -222,25 +223,25 @@ func (c *factCond) addNumber(n *yaml.Node) error {
 	switch n.ShortTag() {
 	case "!!int", "!!float":
 		var f float64
-		if safeLeaf(n, &f) != nil || !finite(f) {
-			return fmt.Errorf(wantNumber, describe(n))
+		if yamldiag.DecodeScalar(n, &f) != nil || !finite(f) {
+			return fmt.Errorf(wantNumber, yamldiag.Describe(n))
 		}
 		c.nums = append(c.nums, numCmp{"==", f})
 		return nil
 	case "!!str":
 	default:
-		return fmt.Errorf(wantNumber, describe(n))
+		return fmt.Errorf(wantNumber, yamldiag.Describe(n))
 	}
 	if _, _, ok, _ := regexOf(n.Value); ok {
 		return fmt.Errorf("%s is a number fact; regular expressions are for string, domain, address and set facts", c.name)
 	}
 	m := cmpRE.FindStringSubmatch(strings.TrimSpace(n.Value))
 	if m == nil {
-		return fmt.Errorf(wantNumber, describe(n))
+		return fmt.Errorf(wantNumber, yamldiag.Describe(n))
 	}
 	f, err := strconv.ParseFloat(m[2], 64)
 	if err != nil || !finite(f) {
-		return fmt.Errorf(wantNumber, describe(n))
+		return fmt.Errorf(wantNumber, yamldiag.Describe(n))
 	}
 	op := m[1]
 	if op == "" {

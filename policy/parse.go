@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mxgate/mxgate/internal/yamldiag"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -64,12 +65,12 @@ func ParseRules(file, path string, seq *yaml.Node) ([]*Rule, Errors) {
 	if seq == nil {
 		return nil, nil
 	}
-	seq = resolve(seq)
-	if isNull(seq) {
+	seq = yamldiag.Resolve(seq)
+	if yamldiag.IsNull(seq) {
 		return nil, nil
 	}
 	if seq.Kind != yaml.SequenceNode {
-		p.errorf(seq.Line, path, "want a list of rules, got %s", describe(seq))
+		p.errorf(seq.Line, path, "want a list of rules, got %s", yamldiag.Describe(seq))
 		return nil, p.result()
 	}
 	var rules []*Rule
@@ -122,9 +123,9 @@ func (p *parser) spend(n *yaml.Node, path string) bool {
 
 // rule parses one rule; nil when it has a problem.
 func (p *parser) rule(path string, n *yaml.Node) *Rule {
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n.Line, path, "want a rule (a mapping with name, if, and action or score), got %s", describe(n))
+		p.errorf(n.Line, path, "want a rule (a mapping with name, if, and action or score), got %s", yamldiag.Describe(n))
 		return nil
 	}
 	before := len(p.errs)
@@ -141,7 +142,7 @@ func (p *parser) rule(path string, n *yaml.Node) *Rule {
 		}
 	}
 	for _, kv := range p.pairs(path, n) {
-		sub := joinPath(path, kv.key.Value)
+		sub := yamldiag.JoinPath(path, kv.key.Value)
 		switch kv.key.Value {
 		case "name":
 			named = true
@@ -160,26 +161,26 @@ func (p *parser) rule(path string, n *yaml.Node) *Rule {
 		case "mode":
 			p.mode(r, sub, kv.value)
 		default:
-			explained[closest(kv.key.Value, ruleKeys)] = true
+			explained[yamldiag.Closest(kv.key.Value, ruleKeys)] = true
 			p.unknown(kv.key.Line, sub, "key", kv.key.Value, ruleKeys, "a rule has name, if, action, score, reply and mode")
 		}
 	}
 	if !named && !explained["name"] {
-		p.errorf(n.Line, joinPath(path, "name"), "required: every rule needs a unique name, e.g. name: helo-localhost")
+		p.errorf(n.Line, yamldiag.JoinPath(path, "name"), "required: every rule needs a unique name, e.g. name: helo-localhost")
 	}
 	if ifNode == nil && !explained["if"] {
-		p.errorf(n.Line, joinPath(path, "if"), "required: the condition under which the rule applies")
+		p.errorf(n.Line, yamldiag.JoinPath(path, "if"), "required: the condition under which the rule applies")
 	}
 	if actionNode == nil && scoreNode == nil && !explained["action"] && !explained["score"] {
 		p.errorf(n.Line, path, "a rule needs an action, a score, or both")
 	}
 	if replyNode != nil {
-		p.reply(r, joinPath(path, "reply"), replyNode, actionNode != nil && r.Action == "")
+		p.reply(r, yamldiag.JoinPath(path, "reply"), replyNode, actionNode != nil && r.Action == "")
 	}
 	if len(p.errs) > before || p.capped {
 		return nil
 	}
-	p.infer(r, joinPath(path, "if"), ifNode)
+	p.infer(r, yamldiag.JoinPath(path, "if"), ifNode)
 	if len(p.errs) > before {
 		return nil
 	}
@@ -215,7 +216,7 @@ func (p *parser) infer(r *Rule, path string, ifNode *yaml.Node) {
 
 func hasMergeKey(n *yaml.Node) bool {
 	for i := 0; i < len(n.Content); i += 2 {
-		if k := resolve(n.Content[i]); k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+		if k := yamldiag.Resolve(n.Content[i]); k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
 			return true
 		}
 	}
@@ -231,17 +232,17 @@ func (p *parser) pairs(path string, n *yaml.Node) []pair {
 	var out []pair
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := resolve(n.Content[i])
+		k := yamldiag.Resolve(n.Content[i])
 		switch {
 		case k.Kind != yaml.ScalarNode:
-			p.errorf(k.Line, path, "a key must be a plain name, got %s", describe(k))
+			p.errorf(k.Line, path, "a key must be a plain name, got %s", yamldiag.Describe(k))
 			continue
 		case k.ShortTag() == "!!merge":
 			p.errorf(k.Line, path, "merge keys (<<) are not supported in rules; write the keys out (an alias for a whole value works)")
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
-			p.errorf(k.Line, joinPath(path, k.Value), "duplicate key (first set at line %d)", first)
+			p.errorf(k.Line, yamldiag.JoinPath(path, k.Value), "duplicate key (first set at line %d)", first)
 			continue
 		}
 		seen[k.Value] = k.Line
@@ -253,7 +254,7 @@ func (p *parser) pairs(path string, n *yaml.Node) []pair {
 // unknown reports an unknown key or value with a did-you-mean hint when
 // one of the known ones is within two edits, else with fallback.
 func (p *parser) unknown(line int, path, what, got string, known []string, fallback string) {
-	if guess := closest(got, known); guess != "" {
+	if guess := yamldiag.Closest(got, known); guess != "" {
 		p.errorf(line, path, "unknown %s (did you mean %q?)", what, guess)
 		return
 	}
@@ -261,9 +262,9 @@ func (p *parser) unknown(line int, path, what, got string, known []string, fallb
 }
 
 func (p *parser) name(r *Rule, path string, n *yaml.Node) {
-	n = resolve(n)
-	if n.Kind != yaml.ScalarNode || isNull(n) {
-		p.errorf(n.Line, path, "want a rule name, got %s", describe(n))
+	n = yamldiag.Resolve(n)
+	if n.Kind != yaml.ScalarNode || yamldiag.IsNull(n) {
+		p.errorf(n.Line, path, "want a rule name, got %s", yamldiag.Describe(n))
 		return
 	}
 	name := n.Value
@@ -284,14 +285,14 @@ func (p *parser) name(r *Rule, path string, n *yaml.Node) {
 }
 
 func (p *parser) action(r *Rule, path string, n *yaml.Node) {
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	names := make([]string, len(ruleActions))
 	for i, a := range ruleActions {
 		names[i] = string(a)
 	}
 	all := strings.Join(names, ", ")
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-		p.errorf(n.Line, path, "want an action (%s), got %s", all, describe(n))
+		p.errorf(n.Line, path, "want an action (%s), got %s", all, yamldiag.Describe(n))
 		return
 	}
 	if !slices.Contains(names, n.Value) {
@@ -302,15 +303,15 @@ func (p *parser) action(r *Rule, path string, n *yaml.Node) {
 }
 
 func (p *parser) score(r *Rule, path string, n *yaml.Node) {
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	var f float64
 	tag := n.ShortTag()
-	if n.Kind != yaml.ScalarNode || (tag != "!!int" && tag != "!!float") || safeLeaf(n, &f) != nil {
-		p.errorf(n.Line, path, "want a number, got %s", describe(n))
+	if n.Kind != yaml.ScalarNode || (tag != "!!int" && tag != "!!float") || yamldiag.DecodeScalar(n, &f) != nil {
+		p.errorf(n.Line, path, "want a number, got %s", yamldiag.Describe(n))
 		return
 	}
 	if !finite(f) {
-		p.errorf(n.Line, path, "want a finite number, got %s", describe(n))
+		p.errorf(n.Line, path, "want a finite number, got %s", yamldiag.Describe(n))
 		return
 	}
 	if math.Abs(f) > maxScore {
@@ -321,13 +322,13 @@ func (p *parser) score(r *Rule, path string, n *yaml.Node) {
 }
 
 func (p *parser) mode(r *Rule, path string, n *yaml.Node) {
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	switch {
 	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "shadow":
 		r.Shadow = true
 	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "enforce":
 	default:
-		p.errorf(n.Line, path, `unknown mode %s (want "enforce" or "shadow")`, describe(n))
+		p.errorf(n.Line, path, `unknown mode %s (want "enforce" or "shadow")`, yamldiag.Describe(n))
 	}
 }
 
@@ -339,14 +340,14 @@ var replyRE = regexp.MustCompile(`^([0-9]{3}) ([0-9])\.([0-9]{1,3})\.([0-9]{1,3}
 // reply parses a custom reply and checks it fits the action. badAction
 // says the action was given but is not valid, so its class is unknown.
 func (p *parser) reply(r *Rule, path string, n *yaml.Node, badAction bool) {
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-		p.errorf(n.Line, path, wantReply, describe(n))
+		p.errorf(n.Line, path, wantReply, yamldiag.Describe(n))
 		return
 	}
 	m := replyRE.FindStringSubmatch(strings.TrimSpace(n.Value))
 	if m == nil {
-		p.errorf(n.Line, path, wantReply, describe(n))
+		p.errorf(n.Line, path, wantReply, yamldiag.Describe(n))
 		return
 	}
 	rep := &Reply{Text: strings.TrimSpace(m[5]), Reason: ReasonRule}
@@ -401,9 +402,9 @@ func (p *parser) cond(path string, n *yaml.Node) Cond {
 	if !p.spend(n, path) {
 		return nil
 	}
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n.Line, path, "want a condition (a mapping of facts to matchers), got %s", describe(n))
+		p.errorf(n.Line, path, "want a condition (a mapping of facts to matchers), got %s", yamldiag.Describe(n))
 		return nil
 	}
 	if len(n.Content) == 0 {
@@ -414,7 +415,7 @@ func (p *parser) cond(path string, n *yaml.Node) Cond {
 	var parts []Cond
 	ok := len(prs)*2 == len(n.Content) // pairs dropped a bad key
 	for _, kv := range prs {
-		sub := joinPath(path, kv.key.Value)
+		sub := yamldiag.JoinPath(path, kv.key.Value)
 		var c Cond
 		switch kv.key.Value {
 		case "all", "any":
@@ -439,7 +440,7 @@ func (p *parser) cond(path string, n *yaml.Node) Cond {
 }
 
 func (p *parser) not(path string, n *yaml.Node) Cond {
-	if v := resolve(n); v.Kind == yaml.SequenceNode {
+	if v := yamldiag.Resolve(n); v.Kind == yaml.SequenceNode {
 		p.errorf(v.Line, path, "want a condition (a mapping), got a list; to negate several, write not: {any: [...]} or not: {all: [...]}")
 		return nil
 	}
@@ -451,9 +452,9 @@ func (p *parser) not(path string, n *yaml.Node) Cond {
 
 // list parses the conditions under all or any.
 func (p *parser) list(path, which string, n *yaml.Node) Cond {
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n.Line, path, "want a list of conditions, got %s", describe(n))
+		p.errorf(n.Line, path, "want a list of conditions, got %s", yamldiag.Describe(n))
 		return nil
 	}
 	if len(n.Content) == 0 {
@@ -484,7 +485,7 @@ func (p *parser) fact(path string, key, n *yaml.Node) Cond {
 	}
 	p.facts[name] = true
 	c := &factCond{name: name, kind: def.Kind}
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	items, itemPath := []*yaml.Node{n}, func(int) string { return path }
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -502,9 +503,9 @@ func (p *parser) fact(path string, key, n *yaml.Node) Cond {
 		if !p.spend(item, itemPath(i)) {
 			return nil
 		}
-		item = resolve(item)
+		item = yamldiag.Resolve(item)
 		if item.Kind != yaml.ScalarNode {
-			p.errorf(item.Line, itemPath(i), "want a matcher, got %s (lists do not nest)", describe(item))
+			p.errorf(item.Line, itemPath(i), "want a matcher, got %s (lists do not nest)", yamldiag.Describe(item))
 			ok = false
 			continue
 		}
@@ -544,107 +545,11 @@ func unknownFact(name string) string {
 			cands = append(cands, f+"NAME")
 		}
 	}
-	if guess := closest(name, cands); guess != "" {
+	if guess := yamldiag.Closest(name, cands); guess != "" {
 		return fmt.Sprintf("unknown fact (did you mean %q?)", guess)
 	}
 	return "unknown fact"
 }
 
-// closest returns the candidate nearest to name within edit distance 2,
-// the usual size of a typo, or "": farther guesses mislead more than they
-// help. Ties go to the candidate listed first.
-func closest(name string, known []string) string {
-	best, bestDist := "", 3
-	for _, k := range known {
-		if d := editDistance(strings.ToLower(name), k); d < bestDist {
-			best, bestDist = k, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance between a and b in bytes, with
-// long inputs cut off, as no real typo needs more.
-func editDistance(a, b string) int {
-	const maxLen = 64
-	a, b = a[:min(len(a), maxLen)], b[:min(len(b), maxLen)]
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
-
-// describe names what the file had, for "want X, got Y" messages.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	}
-	switch n.ShortTag() {
-	case "!!null":
-		return "an empty value"
-	case "!!int":
-		return "integer " + truncate(n.Value)
-	case "!!float":
-		return "number " + truncate(n.Value)
-	case "!!bool":
-		return n.Value
-	}
-	return q(n.Value)
-}
-
 // q quotes text from the file, shortened so a message stays one line.
-func q(s string) string { return strconv.Quote(truncate(s)) }
-
-func truncate(s string) string {
-	const n = 64
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}
-
-// resolve follows an alias to the node it names.
-func resolve(n *yaml.Node) *yaml.Node {
-	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 100; i++ {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-// safeLeaf decodes one scalar with yaml.v3, which knows YAML's number
-// spellings (0x1F, 1_000, .5), turning a library panic into an error.
-func safeLeaf(n *yaml.Node, ptr any) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("yaml: internal decoder error: %v", r)
-		}
-	}()
-	return n.Decode(ptr)
-}
-
-func joinPath(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
+func q(s string) string { return strconv.Quote(yamldiag.Truncate(s)) }

@@ -239,23 +239,3 @@ func TestParseErrorCap(t *testing.T) {
 		t.Errorf("got %d errors, last %v", len(errs), errs[len(errs)-1])
 	}
 }
-
-func TestErrorFormat(t *testing.T) {
-	tests := []struct {
-		e    Error
-		want string
-	}{
-		{Error{"a.yaml", 3, "policy.rules[0].if.helo", "bad"}, "a.yaml:3: policy.rules[0].if.helo: bad"},
-		{Error{"a.yaml", 0, "policy.rules", "bad"}, "a.yaml: policy.rules: bad"},
-		{Error{"a.yaml", 7, "", "bad"}, "a.yaml:7: bad"},
-		{Error{"a.yaml", 0, "", "bad"}, "a.yaml: bad"},
-	}
-	for _, tt := range tests {
-		if got := tt.e.Error(); got != tt.want {
-			t.Errorf("%#v.Error() = %q, want %q", tt.e, got, tt.want)
-		}
-	}
-	if got := (Errors{tests[0].e, tests[2].e}).Error(); got != tests[0].want+"\n"+tests[2].want {
-		t.Errorf("Errors.Error() = %q", got)
-	}
-}

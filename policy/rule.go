@@ -8,8 +8,9 @@ package policy
 // during a transaction is cheap and cannot fail.
 
 import (
-	"strconv"
 	"strings"
+
+	"github.com/mxgate/mxgate/internal/yamldiag"
 )
 
 // Rule is one parsed, validated rule.
@@ -101,48 +102,9 @@ func joinConds(cs []Cond) string {
 	return strings.Join(parts, ", ")
 }
 
-// Error is one problem with a rule. It has the same fields, in the same
-// order, as the configuration's error type (internal/config.Error), which
-// converts it directly, and formats the same way.
-type Error struct {
-	// File is the name the rule file was loaded under.
-	File string
-	// Line is 1-based; 0 when the problem has no single line.
-	Line int
-	// Path is the key path with list indexes:
-	// "policy.rules[2].if.any[1].helo".
-	Path string
-	// Msg says what is wrong and, where it helps, what was expected.
-	Msg string
-}
+// Error is one problem with a rule, reported like every YAML problem
+// (file:line: path: message).
+type Error = yamldiag.Error
 
-// Error formats the problem as "file:line: path: msg", leaving out ":line"
-// when Line is 0 and "path: " when Path is empty.
-func (e Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":")
-		b.WriteString(strconv.Itoa(e.Line))
-	}
-	b.WriteString(": ")
-	if e.Path != "" {
-		b.WriteString(e.Path)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
-
-// Errors is every problem found, one per line when formatted, so an
-// operator fixes all of them in one pass.
-type Errors []Error
-
-// Error returns one problem per line.
-func (es Errors) Error() string {
-	lines := make([]string, len(es))
-	for i, e := range es {
-		lines[i] = e.Error()
-	}
-	return strings.Join(lines, "\n")
-}
+// Errors is every problem found, one per line when formatted.
+type Errors = yamldiag.Errors

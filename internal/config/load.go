@@ -14,55 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/yamldiag"
 	"go.yaml.in/yaml/v3"
 )
-
-// Error is one problem with a configuration file.
-type Error struct {
-	// File is the name the file was loaded under.
-	File string
-	// Line is 1-based; 0 when the problem has no single line (a required
-	// key that is missing, an empty file).
-	Line int
-	// Path is the dotted key path, with list indexes: "listen[1].address".
-	// Empty for problems with the file as a whole.
-	Path string
-	// Msg says what is wrong and, where it helps, what was expected.
-	Msg string
-}
-
-// Error formats the problem as "file:line: path: msg", leaving out ":line"
-// when Line is 0 and "path: " when Path is empty, so editors and grep can
-// jump to it.
-func (e Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":")
-		b.WriteString(strconv.Itoa(e.Line))
-	}
-	b.WriteString(": ")
-	if e.Path != "" {
-		b.WriteString(e.Path)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
-
-// Errors is every problem found in one file, sorted by line. Load and
-// Parse return it as their error so an operator fixes everything in one
-// pass instead of one problem per reload.
-type Errors []Error
-
-// Error returns one problem per line.
-func (es Errors) Error() string {
-	lines := make([]string, len(es))
-	for i, e := range es {
-		lines[i] = e.Error()
-	}
-	return strings.Join(lines, "\n")
-}
 
 // maxErrors stops the walk on hostile input: YAML aliases let a small file
 // repeat a bad mapping many times. No hand-written file gets near it.
@@ -112,7 +66,7 @@ func parse(name string, data []byte) (*Config, map[string]int, Errors) {
 	}
 	if root.Kind != yaml.MappingNode {
 		// Nothing was decoded, so validation would only add noise.
-		w.errorf(root.Line, "", "want a mapping of configuration keys, got %s", describe(root))
+		w.errorf(root.Line, "", "want a mapping of configuration keys, got %s", yamldiag.Describe(root))
 		return nil, w.lines, w.result()
 	}
 	cfg := Default()
@@ -193,11 +147,11 @@ func (w *walker) document(data []byte) *yaml.Node {
 	default:
 		w.errorf(next.Line, "", "more than one YAML document; a configuration is a single document")
 	}
-	if len(doc.Content) == 0 || isNull(resolve(doc.Content[0])) {
+	if len(doc.Content) == 0 || yamldiag.IsNull(yamldiag.Resolve(doc.Content[0])) {
 		w.errorf(0, "", "empty configuration")
 		return nil
 	}
-	return resolve(doc.Content[0])
+	return yamldiag.Resolve(doc.Content[0])
 }
 
 // syntaxRE splits yaml.v3's "yaml: line N: msg" into the line and message.
@@ -234,8 +188,8 @@ func (w *walker) value(path string, n *yaml.Node, v reflect.Value) {
 	if w.capped {
 		return
 	}
-	n = resolve(n)
-	if isNull(n) {
+	n = yamldiag.Resolve(n)
+	if yamldiag.IsNull(n) {
 		w.null(path, n, v)
 		return
 	}
@@ -280,7 +234,7 @@ func (w *walker) null(path string, n *yaml.Node, v reflect.Value) {
 			w.typeErr(n, path, "%s", err)
 		}
 	default:
-		w.typeErr(n, path, "want %s, got %s", want(v.Type()), describe(n))
+		w.typeErr(n, path, "want %s, got %s", want(v.Type()), yamldiag.Describe(n))
 	}
 }
 
@@ -295,63 +249,31 @@ func want(t reflect.Type) string {
 	}
 }
 
-// describe names what the file had, for "want X, got Y" messages.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	}
-	v := truncate(n.Value)
-	switch n.ShortTag() {
-	case "!!null":
-		return "an empty value"
-	case "!!int":
-		return "integer " + v
-	case "!!float":
-		return "number " + v
-	}
-	return strconv.Quote(v)
-}
-
-// resolve follows an alias to the node it names.
-func resolve(n *yaml.Node) *yaml.Node {
-	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 100; i++ {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
 // pair is one key and its value in a mapping.
 type pair struct{ key, value *yaml.Node }
 
 // mapping decodes a YAML mapping into the struct v, field by yaml tag.
 func (w *walker) mapping(path string, n *yaml.Node, v reflect.Value) {
 	if n.Kind != yaml.MappingNode {
-		w.typeErr(n, path, "want a mapping, got %s", describe(n))
+		w.typeErr(n, path, "want a mapping, got %s", yamldiag.Describe(n))
 		return
 	}
 	fields := fieldsOf(v.Type())
 	var suggested []string
 	for _, p := range w.pairs(path, n) {
 		name := p.key.Value
-		sub := joinPath(path, name)
+		sub := yamldiag.JoinPath(path, name)
 		if name == "" {
-			sub = joinPath(path, `""`) // so the message still names a key
+			sub = yamldiag.JoinPath(path, `""`) // so the message still names a key
 		}
 		i, ok := fields.index[name]
 		if !ok {
-			guess := closest(name, fields.names)
+			guess := yamldiag.Closest(name, fields.names)
 			if guess == "" {
 				w.errorf(p.key.Line, sub, "unknown key")
 			} else {
 				w.errorf(p.key.Line, sub, "unknown key (did you mean %q?)", guess)
-				suggested = append(suggested, joinPath(path, guess))
+				suggested = append(suggested, yamldiag.JoinPath(path, guess))
 			}
 			continue
 		}
@@ -381,11 +303,11 @@ func (w *walker) pairs(path string, n *yaml.Node) []pair {
 			continue
 		}
 		if k.Kind != yaml.ScalarNode {
-			w.errorf(k.Line, path, "a key must be a plain name, got %s", describe(k))
+			w.errorf(k.Line, path, "a key must be a plain name, got %s", yamldiag.Describe(k))
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
-			w.errorf(k.Line, joinPath(path, k.Value), "duplicate key (first set at line %d)", first)
+			w.errorf(k.Line, yamldiag.JoinPath(path, k.Value), "duplicate key (first set at line %d)", first)
 			continue
 		}
 		seen[k.Value] = k.Line
@@ -405,17 +327,17 @@ func (w *walker) pairs(path string, n *yaml.Node) []pair {
 // anchor merged into itself, which the YAML parser allows, and the budget
 // against merges of merges that multiply a small file into millions of keys.
 func (w *walker) mergePairs(path string, v *yaml.Node, visiting map[*yaml.Node]bool) []pair {
-	v = resolve(v)
+	v = yamldiag.Resolve(v)
 	srcs := []*yaml.Node{v}
 	if v.Kind == yaml.SequenceNode {
 		srcs = v.Content
 	}
 	var out []pair
 	for _, s := range srcs {
-		s = resolve(s)
+		s = yamldiag.Resolve(s)
 		switch {
 		case s.Kind != yaml.MappingNode:
-			w.errorf(s.Line, path, "merge key (<<) wants a mapping or a list of mappings, got %s", describe(s))
+			w.errorf(s.Line, path, "merge key (<<) wants a mapping or a list of mappings, got %s", yamldiag.Describe(s))
 			continue
 		case visiting[s]:
 			w.errorf(s.Line, path, "merge key (<<) refers to a mapping that contains it")
@@ -445,7 +367,7 @@ func (w *walker) mergePairs(path string, v *yaml.Node, visiting map[*yaml.Node]b
 // a list in the file is the whole list, never an addition to it.
 func (w *walker) sequence(path string, n *yaml.Node, v reflect.Value) {
 	if n.Kind != yaml.SequenceNode {
-		w.typeErr(n, path, "want a list, got %s", describe(n))
+		w.typeErr(n, path, "want a list, got %s", yamldiag.Describe(n))
 		return
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -459,12 +381,12 @@ func (w *walker) sequence(path string, n *yaml.Node, v reflect.Value) {
 
 func (w *walker) str(path string, n *yaml.Node, v reflect.Value) {
 	if n.Kind != yaml.ScalarNode {
-		w.typeErr(n, path, "want a string, got %s", describe(n))
+		w.typeErr(n, path, "want a string, got %s", yamldiag.Describe(n))
 		return
 	}
 	var s string
-	if err := safeLeaf(n, &s); err != nil {
-		w.typeErr(n, path, "want a string, got %s", describe(n))
+	if err := yamldiag.DecodeScalar(n, &s); err != nil {
+		w.typeErr(n, path, "want a string, got %s", yamldiag.Describe(n))
 		return
 	}
 	v.SetString(s)
@@ -474,8 +396,8 @@ func (w *walker) str(path string, n *yaml.Node, v reflect.Value) {
 // strings there, and guessing would hide typos such as "ture".
 func (w *walker) boolean(path string, n *yaml.Node, v reflect.Value) {
 	var b bool
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || safeLeaf(n, &b) != nil {
-		w.typeErr(n, path, "want true or false, got %s", describe(n))
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || yamldiag.DecodeScalar(n, &b) != nil {
+		w.typeErr(n, path, "want true or false, got %s", yamldiag.Describe(n))
 		return
 	}
 	v.SetBool(b)
@@ -483,8 +405,8 @@ func (w *walker) boolean(path string, n *yaml.Node, v reflect.Value) {
 
 func (w *walker) integer(path string, n *yaml.Node, v reflect.Value) {
 	var i int64
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || safeLeaf(n, &i) != nil || v.OverflowInt(i) {
-		w.typeErr(n, path, "want an integer, got %s", describe(n))
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || yamldiag.DecodeScalar(n, &i) != nil || v.OverflowInt(i) {
+		w.typeErr(n, path, "want an integer, got %s", yamldiag.Describe(n))
 		return
 	}
 	v.SetInt(i)
@@ -495,38 +417,20 @@ func (w *walker) integer(path string, n *yaml.Node, v reflect.Value) {
 func (w *walker) duration(path string, n *yaml.Node, v reflect.Value) {
 	const wantDur = `want a duration like "300s" or "5m"`
 	if n.Kind != yaml.ScalarNode {
-		w.typeErr(n, path, "%s, got %s", wantDur, describe(n))
+		w.typeErr(n, path, "%s, got %s", wantDur, yamldiag.Describe(n))
 		return
 	}
 	switch n.ShortTag() {
 	case "!!int", "!!float":
-		w.typeErr(n, path, "%s, got %s (a number without a unit is not a duration)", wantDur, describe(n))
+		w.typeErr(n, path, "%s, got %s (a number without a unit is not a duration)", wantDur, yamldiag.Describe(n))
 		return
 	}
 	d, err := time.ParseDuration(strings.TrimSpace(n.Value))
 	if err != nil {
-		w.typeErr(n, path, "%s, got %s", wantDur, describe(n))
+		w.typeErr(n, path, "%s, got %s", wantDur, yamldiag.Describe(n))
 		return
 	}
 	v.SetInt(int64(d))
-}
-
-// safeLeaf decodes one scalar with yaml.v3, which knows YAML's many integer
-// spellings (0x1F, 1_000), turning a library panic into an error.
-func safeLeaf(n *yaml.Node, ptr any) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("yaml: internal decoder error: %v", r)
-		}
-	}()
-	return n.Decode(ptr)
-}
-
-func joinPath(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
 }
 
 // structFields is the yaml keys of one struct type.
@@ -546,48 +450,6 @@ func fieldsOf(t reflect.Type) structFields {
 		f.names = append(f.names, name)
 	}
 	return f
-}
-
-// closest returns the known key nearest to name within edit distance 2,
-// the usual size of a typo, or "": farther guesses mislead more than they
-// help. Ties go to the key declared first.
-func closest(name string, known []string) string {
-	best, bestDist := "", 3
-	for _, k := range known {
-		if d := editDistance(strings.ToLower(name), k); d < bestDist {
-			best, bestDist = k, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes: keys
-// are ASCII. Long keys are cut off, as no real typo needs more.
-func editDistance(a, b string) int {
-	const maxLen = 64
-	if len(a) > maxLen {
-		a = a[:maxLen]
-	}
-	if len(b) > maxLen {
-		b = b[:maxLen]
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // sizeRE is a whole number, optional spaces, and an optional unit.
@@ -614,14 +476,14 @@ const wantSize = `want a size like "25MiB", "10MB" or a number of bytes`
 // a string with a unit: "512KiB", "25 MiB", "10MB", "100kB". Errors do not
 // name the key; the caller adds the path.
 func (s *Size) UnmarshalYAML(n *yaml.Node) error {
-	n = resolve(n)
-	if n.Kind != yaml.ScalarNode || isNull(n) {
-		return fmt.Errorf("%s, got %s", wantSize, describe(n))
+	n = yamldiag.Resolve(n)
+	if n.Kind != yaml.ScalarNode || yamldiag.IsNull(n) {
+		return fmt.Errorf("%s, got %s", wantSize, yamldiag.Describe(n))
 	}
 	if n.ShortTag() == "!!int" {
 		var i int64
-		if err := safeLeaf(n, &i); err != nil {
-			return fmt.Errorf("%s, got %s", wantSize, describe(n))
+		if err := yamldiag.DecodeScalar(n, &i); err != nil {
+			return fmt.Errorf("%s, got %s", wantSize, yamldiag.Describe(n))
 		}
 		if i < 0 {
 			return fmt.Errorf("size must not be negative, got %d", i)
@@ -635,7 +497,7 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	}
 	m := sizeRE.FindStringSubmatch(v)
 	if m == nil {
-		return fmt.Errorf("%s, got %s", wantSize, describe(n))
+		return fmt.Errorf("%s, got %s", wantSize, yamldiag.Describe(n))
 	}
 	mult, ok := sizeUnits[m[2]]
 	if !ok {
@@ -648,3 +510,11 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	*s = Size(num * mult)
 	return nil
 }
+
+// Error is one problem with a configuration file: file:line: path: message.
+type Error = yamldiag.Error
+
+// Errors is every problem found in one file, sorted by line. Load and
+// Parse return it as their error so an operator fixes everything in one
+// pass instead of one problem per reload.
+type Errors = yamldiag.Errors

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/yamldiag"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -196,7 +197,7 @@ func leafPaths(t reflect.Type, prefix, elem string) []string {
 		if name == "-" {
 			continue // not a key: set by Load (Policy.Engine)
 		}
-		path := joinPath(prefix, name)
+		path := yamldiag.JoinPath(prefix, name)
 		ft := f.Type
 		switch {
 		case reflect.PointerTo(ft).Implements(unmarshalerType):
@@ -325,8 +326,8 @@ func TestClosest(t *testing.T) {
 		{"", ""},
 	}
 	for _, tt := range tests {
-		if got := closest(tt.in, known); got != tt.want {
-			t.Errorf("closest(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := yamldiag.Closest(tt.in, known); got != tt.want {
+			t.Errorf("yamldiag.Closest(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
@@ -340,8 +341,8 @@ func TestEditDistance(t *testing.T) {
 		{"conect", "connect", 1}, {"max_idle", "max_open", 4}, {"same", "same", 0},
 	}
 	for _, tt := range tests {
-		if got := editDistance(tt.a, tt.b); got != tt.want {
-			t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		if got := yamldiag.EditDistance(tt.a, tt.b); got != tt.want {
+			t.Errorf("yamldiag.EditDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
 		}
 	}
 }

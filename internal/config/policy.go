@@ -9,15 +9,16 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mxgate/mxgate/internal/yamldiag"
 	"github.com/mxgate/mxgate/policy"
 	"github.com/mxgate/mxgate/rules"
 )
 
 // UnmarshalYAML keeps the rule list's node for the rule parser.
 func (r *RuleList) UnmarshalYAML(n *yaml.Node) error {
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	if n.Kind != yaml.SequenceNode {
-		return fmt.Errorf("want a list of rules, got %s", describe(n))
+		return fmt.Errorf("want a list of rules, got %s", yamldiag.Describe(n))
 	}
 	c := *n
 	r.Node = &c
@@ -26,14 +27,14 @@ func (r *RuleList) UnmarshalYAML(n *yaml.Node) error {
 
 // UnmarshalYAML reads a threshold: a number.
 func (o *OptionalScore) UnmarshalYAML(n *yaml.Node) error {
-	n = resolve(n)
+	n = yamldiag.Resolve(n)
 	if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!int" || n.ShortTag() == "!!float") {
 		if f, err := strconv.ParseFloat(n.Value, 64); err == nil {
 			*o = OptionalScore{Set: true, Value: f}
 			return nil
 		}
 	}
-	return fmt.Errorf("want a number, got %s", describe(n))
+	return fmt.Errorf("want a number, got %s", yamldiag.Describe(n))
 }
 
 func (o OptionalScore) ptr() *float64 {
@@ -117,13 +118,13 @@ func ruleFile(name string, data []byte) ([]*policy.Rule, policy.Errors) {
 	if len(doc.Content) == 0 {
 		return nil, nil // an empty file has no rules
 	}
-	root := resolve(doc.Content[0])
+	root := yamldiag.Resolve(doc.Content[0])
 	path := "rules"
 	if root.Kind == yaml.MappingNode {
 		var seq *yaml.Node
 		for i := 0; i+1 < len(root.Content); i += 2 {
 			if k := root.Content[i]; k.Value == "rules" {
-				seq = resolve(root.Content[i+1])
+				seq = yamldiag.Resolve(root.Content[i+1])
 			} else {
 				return nil, policy.Errors{{File: name, Line: k.Line, Path: k.Value, Msg: `unknown key: a rule file holds a list of rules, or "rules:" with one`}}
 			}
@@ -136,7 +137,7 @@ func ruleFile(name string, data []byte) ([]*policy.Rule, policy.Errors) {
 		path = ""
 	}
 	if root.Kind != yaml.SequenceNode {
-		return nil, policy.Errors{{File: name, Line: root.Line, Path: path, Msg: "want a list of rules, got " + describe(root)}}
+		return nil, policy.Errors{{File: name, Line: root.Line, Path: path, Msg: "want a list of rules, got " + yamldiag.Describe(root)}}
 	}
 	return policy.ParseRules(name, path, root)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/mxgate/mxgate/internal/yamldiag"
 	"golang.org/x/net/idna"
 )
 
@@ -371,7 +372,7 @@ func checkHostname(s string) error {
 		return fmt.Errorf("%q is an IP address; want a domain name", s)
 	}
 	if len(s) > 253 {
-		return fmt.Errorf("%q is longer than 253 characters", truncate(s))
+		return fmt.Errorf("%q is longer than 253 characters", yamldiag.Truncate(s))
 	}
 	if strings.HasSuffix(s, ".") {
 		return fmt.Errorf("%q: leave out the trailing dot", s)
@@ -382,7 +383,7 @@ func checkHostname(s string) error {
 		case l == "":
 			return fmt.Errorf("%q is not a valid domain name: empty label", s)
 		case len(l) > 63:
-			return fmt.Errorf("%q is not a valid domain name: label longer than 63 characters", truncate(s))
+			return fmt.Errorf("%q is not a valid domain name: label longer than 63 characters", yamldiag.Truncate(s))
 		case l[0] == '-' || l[len(l)-1] == '-':
 			return fmt.Errorf("%q is not a valid domain name: label %q starts or ends with a hyphen", s, l)
 		}
@@ -402,15 +403,6 @@ func isLDH(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-'
 }
 
-// truncate shortens a hostile value before it is quoted in a message.
-func truncate(s string) string {
-	const n = 64
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}
-
 // normalizeDomain returns d as the lower-case ASCII name without a
 // trailing dot, converting internationalised labels to A-labels, or an
 // error saying why d is not a mail domain.
@@ -427,7 +419,7 @@ func normalizeDomain(d string) (string, error) {
 	}
 	ascii, err := toASCII(name)
 	if err != nil {
-		return "", fmt.Errorf("%q: %w", truncate(d), err)
+		return "", fmt.Errorf("%q: %w", yamldiag.Truncate(d), err)
 	}
 	if err := checkHostname(ascii); err != nil {
 		return "", err
