@@ -219,6 +219,7 @@ const scoreFact = "score"
 func init() {
 	RegisterFact(FactDef{"client.ip", KindIP, StageConnect, "the connecting client's IP address"})
 	RegisterFact(FactDef{"client.port", KindNumber, StageConnect, "the connecting client's TCP port"})
+	RegisterFact(FactDef{"pregreet", KindString, StageConnect, "the pre-greeting test: pass (waited for the banner), early (talked first), skipped (no wait configured)"})
 	RegisterFact(FactDef{"helo", KindDomain, StageHelo, "the HELO/EHLO argument, as given"})
 	RegisterFact(FactDef{"helo.valid", KindBool, StageHelo, "the HELO/EHLO argument is a fully qualified domain name or an address literal (RFC 5321 §4.1.1.1)"})
 	RegisterFact(FactDef{"tls", KindBool, StageHelo, "the client started TLS (STARTTLS or implicit TLS) before this point"})

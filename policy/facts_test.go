@@ -1,61 +1,10 @@
 package policy
 
 import (
-	"os"
 	"slices"
 	"strings"
 	"testing"
 )
-
-// docsFile is the operators' reference for the rule language.
-const docsFile = "../docs/policy.md"
-
-// TestFactDocs keeps the fact table in docs/policy.md in step with the
-// registry: every fact this package registers has a row giving its kind
-// and stage. Facts registered by checks are checked where all of them are
-// linked in (docFactRows is shared for that).
-func TestFactDocs(t *testing.T) {
-	data, err := os.ReadFile(docsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := docFactRows(string(data))
-	if len(rows) == 0 {
-		t.Fatalf("%s: no fact table rows (| `name` | kind | stage | meaning |)", docsFile)
-	}
-	for _, d := range FactDefs() {
-		if strings.HasPrefix(d.Name, "test.") {
-			continue
-		}
-		name := d.Name
-		if d.family() {
-			name += "<name>"
-		}
-		row, ok := rows[name]
-		if !ok {
-			t.Errorf("%s: fact %s has no row in the fact table", docsFile, name)
-			continue
-		}
-		if row[0] != string(d.Kind) || row[1] != string(d.Stage) {
-			t.Errorf("%s: fact %s: table says %s, %s; registered as %s, %s", docsFile, name, row[0], row[1], d.Kind, d.Stage)
-		}
-	}
-}
-
-// docFactRows maps each fact row of the table ("| `name` | kind | stage |
-// meaning |") to its kind and stage.
-func docFactRows(doc string) map[string][2]string {
-	out := map[string][2]string{}
-	for _, line := range strings.Split(doc, "\n") {
-		cells := strings.Split(line, "|")
-		if len(cells) != 6 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
-			continue
-		}
-		name := strings.Trim(strings.TrimSpace(cells[1]), "`")
-		out[name] = [2]string{strings.TrimSpace(cells[2]), strings.TrimSpace(cells[3])}
-	}
-	return out
-}
 
 func TestLookupFact(t *testing.T) {
 	tests := []struct {

@@ -377,6 +377,9 @@ func replyProblem(rep *Reply, action Action, badAction bool) string {
 	case rep.Code == 421:
 		return "reply code 421 closes the connection, which a rule reply cannot do; use 451 (or action drop)"
 	}
+	if msg := placeholderProblem(rep.Text); msg != "" {
+		return msg
+	}
 	switch action {
 	case ActionReject, ActionDrop:
 		if !rep.Permanent() {

@@ -31,18 +31,22 @@ const (
 	ReasonBareNewline     Reason = "bare_newline" // bare CR or LF in DATA
 	ReasonNULInData       Reason = "nul_in_data"  // NUL byte in DATA
 	ReasonLineTooLong     Reason = "line_too_long"
-	ReasonDataTimeout     Reason = "data_timeout"   // client stalled inside DATA
-	ReasonDataAborted     Reason = "data_aborted"   // client vanished or reset mid-DATA
-	ReasonConnLimit       Reason = "conn_limit"     // too many connections in total
-	ReasonConnLimitIP     Reason = "conn_limit_ip"  // too many connections from one IP
-	ReasonTimeout         Reason = "timeout"        // idle timeout while waiting for a command
-	ReasonProtocolError   Reason = "protocol_error" // connection killed by the protocol layer
-	ReasonNoTransaction   Reason = "no_transaction" // connection closed without MAIL FROM
-	ReasonClientAbort     Reason = "client_abort"   // RSET, QUIT or disconnect before end of DATA
-	ReasonShuttingDown    Reason = "shutting_down"  // gateway stopping
-	ReasonInternal        Reason = "internal_error" // a fault of ours; details only in logs
-	ReasonRule            Reason = "rule"           // a policy rule decided; the record names it
-	ReasonScore           Reason = "score"          // the score crossed a threshold (policy.thresholds)
+	ReasonDataTimeout     Reason = "data_timeout"     // client stalled inside DATA
+	ReasonDataAborted     Reason = "data_aborted"     // client vanished or reset mid-DATA
+	ReasonConnLimit       Reason = "conn_limit"       // too many connections in total
+	ReasonConnLimitIP     Reason = "conn_limit_ip"    // too many connections from one IP
+	ReasonTimeout         Reason = "timeout"          // idle timeout while waiting for a command
+	ReasonProtocolError   Reason = "protocol_error"   // connection killed by the protocol layer
+	ReasonNoTransaction   Reason = "no_transaction"   // connection closed without MAIL FROM
+	ReasonClientAbort     Reason = "client_abort"     // RSET, QUIT or disconnect before end of DATA
+	ReasonShuttingDown    Reason = "shutting_down"    // gateway stopping
+	ReasonPregreet        Reason = "pregreet"         // talked before the greeting
+	ReasonNonSMTP         Reason = "non_smtp"         // HTTP or other non-SMTP commands
+	ReasonEarlyPipelining Reason = "early_pipelining" // commands ahead of replies without PIPELINING
+	ReasonRateLimit       Reason = "rate_limit"       // over a per-client rate limit
+	ReasonInternal        Reason = "internal_error"   // a fault of ours; details only in logs
+	ReasonRule            Reason = "rule"             // a policy rule decided; the record names it
+	ReasonScore           Reason = "score"            // the score crossed a threshold (policy.thresholds)
 )
 
 // Action is what happened to a transaction (design.md §4: `action`).

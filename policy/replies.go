@@ -30,6 +30,18 @@ var (
 	ErrBackendTimout = &Reply{451, [3]int{4, 4, 2}, "Destination timed out, try again later", ReasonBackendTimeout}
 	ErrInternal      = &Reply{451, [3]int{4, 3, 0}, "Local error in processing, try again later", ReasonInternal}
 
+	// Protocol checks (the pre-greeting test and the listener's checks).
+	ErrPregreet          = &Reply{550, [3]int{5, 5, 1}, "Protocol error: you talked before the greeting", ReasonPregreet}
+	ErrPregreetDrop      = &Reply{521, [3]int{5, 5, 1}, "Protocol error: you talked before the greeting", ReasonPregreet}
+	ErrNonSMTP           = &Reply{521, [3]int{5, 5, 1}, "This is an SMTP server", ReasonNonSMTP}
+	ErrEarlyPipelining   = &Reply{550, [3]int{5, 5, 1}, "Protocol error: commands sent ahead of replies without PIPELINING", ReasonEarlyPipelining}
+	ErrEarlyPipelineDrop = &Reply{521, [3]int{5, 5, 1}, "Protocol error: commands sent ahead of replies without PIPELINING", ReasonEarlyPipelining}
+
+	// Rate limits.
+	ErrRateConnections = &Reply{421, [3]int{4, 7, 0}, "Too many connections from your network, slow down", ReasonRateLimit}
+	ErrRateMessages    = &Reply{451, [3]int{4, 7, 1}, "Too many messages from your network, try again later", ReasonRateLimit}
+	ErrRateRecipients  = &Reply{451, [3]int{4, 7, 1}, "Too many recipients from your network, try again later", ReasonRateLimit}
+
 	// The default replies of rule actions (a rule may give its own) and of
 	// the score thresholds. Greylisting says "try again later" and nothing
 	// more: the retry is what it tests.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -98,4 +99,60 @@ func cleanText(s string) string {
 		}
 		return c
 	}, strings.TrimRight(s, "\r\n"))
+}
+
+// placeholderRE finds the {fact.name} placeholders of a rule's reply text.
+var placeholderRE = regexp.MustCompile(`\{([a-z0-9_.-]+)\}`)
+
+// placeholderProblem says what is wrong with the placeholders of a reply
+// text (an unknown fact, an unclosed brace), or "".
+func placeholderProblem(text string) string {
+	for _, m := range placeholderRE.FindAllStringSubmatch(text, -1) {
+		if _, ok := LookupFact(m[1]); !ok {
+			return fmt.Sprintf("reply names {%s}, which is not a fact", m[1])
+		}
+	}
+	if rest := placeholderRE.ReplaceAllString(text, ""); strings.ContainsAny(rest, "{}") {
+		return "reply has a { or } that is not part of a {fact.name} placeholder"
+	}
+	return ""
+}
+
+// maxExpanded bounds what one placeholder may add to a reply.
+const maxExpanded = 200
+
+// Expand returns r with every {fact.name} placeholder replaced by the
+// fact's value in v ("" when unset): a set becomes a comma-separated list,
+// and the value is reduced to printable ASCII and at most 200 characters,
+// so nothing a client sent can break the reply line. r itself is shared
+// and never changed.
+func (r *Reply) Expand(v *Values) *Reply {
+	if v == nil || !strings.Contains(r.Text, "{") {
+		return r
+	}
+	c := *r
+	c.Text = placeholderRE.ReplaceAllStringFunc(r.Text, func(ph string) string {
+		val, ok := v.Get(ph[1 : len(ph)-1])
+		if !ok {
+			return ""
+		}
+		var s string
+		switch x := val.(type) {
+		case []string:
+			s = strings.Join(x, ",")
+		default:
+			s = fmt.Sprint(x)
+		}
+		s = strings.Map(func(c rune) rune {
+			if c < ' ' || c > '~' || c == '{' || c == '}' {
+				return -1
+			}
+			return c
+		}, s)
+		if len(s) > maxExpanded {
+			s = s[:maxExpanded]
+		}
+		return s
+	})
+	return &c
 }

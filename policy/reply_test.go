@@ -1,6 +1,9 @@
 package policy
 
-import "testing"
+import (
+	"net/netip"
+	"testing"
+)
 
 func TestFixedRepliesAgreeInClass(t *testing.T) {
 	seen := map[*Reply]bool{}
@@ -59,5 +62,24 @@ func TestPassthrough(t *testing.T) {
 	}
 	if r := Passthrough(354, [3]int{3, 0, 0}, "go ahead", ReasonBackendData); r != ErrInternal {
 		t.Errorf("a 354 as a final reply must become ErrInternal, got %v", r)
+	}
+}
+
+func TestExpandPlaceholders(t *testing.T) {
+	v := NewValues()
+	v.Set("client.ip", netip.MustParseAddr("192.0.2.7"))
+	v.Set("subject", "evil\r\n{x} \x00text")
+	r := &Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Blocked: client {client.ip}; {subject}; {helo}"}
+	got := r.Expand(v)
+	if got.Text != "Blocked: client 192.0.2.7; evilx text; " {
+		t.Fatalf("expanded %q", got.Text)
+	}
+	if r.Text != "Blocked: client {client.ip}; {subject}; {helo}" {
+		t.Fatal("Expand changed the shared reply")
+	}
+	for text, bad := range map[string]bool{"ok {client.ip}": false, "bad {nosuch.fact}": true, "brace {": true, "plain": false} {
+		if msg := placeholderProblem(text); (msg != "") != bad {
+			t.Errorf("placeholderProblem(%q) = %q", text, msg)
+		}
 	}
 }
