@@ -32,6 +32,9 @@ type Config struct {
 	// DNS is the resolver every check uses; the system resolver is used only
 	// when Servers is empty.
 	DNS DNS `yaml:"dns"`
+	// Checks configures the connection checks (DNSBL, FCrDNS, HELO,
+	// pre-greeting, IP lists, rate limits).
+	Checks Checks `yaml:"checks"`
 	// Policy is the operator's rules, scores and thresholds
 	// (docs/policy.md).
 	Policy Policy `yaml:"policy"`
@@ -48,6 +51,19 @@ type Config struct {
 type Listener struct {
 	// Address is host:port; ":25" listens on every address.
 	Address string `yaml:"address"`
+	// ProxyProtocol, when its trusted list is set, requires a PROXY
+	// protocol v1 or v2 header from those sources (a load balancer) and
+	// takes the client address from it.
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
+}
+
+// ProxyProtocol configures PROXY protocol v1/v2 on a listener.
+type ProxyProtocol struct {
+	// Trusted lists the CIDRs allowed to send a PROXY header; connections
+	// from elsewhere are refused. Empty: PROXY protocol is off.
+	Trusted []string `yaml:"trusted"`
+	// Timeout bounds the wait for the header.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Backend describes the mail server behind the gateway.
@@ -145,6 +161,137 @@ type DNS struct {
 	Servers []string `yaml:"servers"`
 	// Timeout per query.
 	Timeout time.Duration `yaml:"timeout"`
+	// Attempts is how many times a query is tried, across the servers in
+	// turn, before it fails.
+	Attempts int `yaml:"attempts"`
+	// Cache bounds the answer cache.
+	Cache DNSCache `yaml:"cache"`
+}
+
+// DNSCache bounds the resolver's cache. Answers are kept for their own
+// TTL (negative ones for the SOA minimum), clamped to [MinTTL, MaxTTL].
+type DNSCache struct {
+	Size   int           `yaml:"size"`
+	MinTTL time.Duration `yaml:"min_ttl"`
+	MaxTTL time.Duration `yaml:"max_ttl"`
+}
+
+// Checks configures the checks that run during the SMTP dialogue.
+type Checks struct {
+	// Timeout is the overall deadline of one stage's checks.
+	Timeout   time.Duration `yaml:"timeout"`
+	DNSBL     DNSBL         `yaml:"dnsbl"`
+	FCrDNS    Toggle        `yaml:"fcrdns"`
+	Helo      Toggle        `yaml:"helo"`
+	Pregreet  Pregreet      `yaml:"pregreet"`
+	Protocol  Protocol      `yaml:"protocol"`
+	IPLists   []IPList      `yaml:"iplists"`
+	RateLimit RateLimit     `yaml:"ratelimit"`
+}
+
+// Toggle switches a check on or off.
+type Toggle struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// DNSBL configures DNS block and allow lists (RFC 5782).
+type DNSBL struct {
+	// Zones are IP-based lists; a negative weight makes an allow list.
+	Zones []DNSBLZone `yaml:"zones"`
+	// Domains are domain-based lists (RHSBL), queried with the HELO name
+	// and the MAIL FROM domain.
+	Domains []RHSBLZone `yaml:"domains"`
+	// HealthInterval is how often every zone is probed (RFC 5782 §5:
+	// 127.0.0.2 must be listed, 127.0.0.1 must not); a zone that fails is
+	// skipped until it passes again. 0: probe only at start.
+	HealthInterval time.Duration `yaml:"health_interval"`
+}
+
+// DNSBLZone is one IP-based list.
+type DNSBLZone struct {
+	// Zone is the DNS zone queried; it may contain a private key (Spamhaus
+	// DQS), so it never appears in replies, records or metrics.
+	Zone string `yaml:"zone"`
+	// Name is what replies, records and metrics call the list; defaults
+	// to the zone when the zone holds no key.
+	Name string `yaml:"name"`
+	// Weight is added to dnsbl.score when the client is listed.
+	Weight float64 `yaml:"weight"`
+	// Answers are the answers that count as a listing, each with an
+	// optional weight and reply text of its own. Empty: any 127.0.0.0/8
+	// answer except 127.255.255.0/24.
+	Answers []DNSBLAnswer `yaml:"answers"`
+}
+
+// DNSBLAnswer is an answer (an address or a CIDR) that counts as listed.
+type DNSBLAnswer struct {
+	Match  string        `yaml:"match"`
+	Weight OptionalScore `yaml:"weight"`
+	// Text replaces the reply text when this answer decides a reject.
+	Text string `yaml:"text"`
+}
+
+// RHSBLZone is one domain-based list.
+type RHSBLZone struct {
+	Zone    string        `yaml:"zone"`
+	Name    string        `yaml:"name"`
+	Weight  float64       `yaml:"weight"`
+	Answers []DNSBLAnswer `yaml:"answers"`
+	// On says which names are looked up: "helo", "mail_from".
+	On []string `yaml:"on"`
+}
+
+// Pregreet configures the pre-greeting test: the banner is held back
+// while the connection checks run, and a client that talks first is an
+// early talker (no real MTA does that: RFC 5321 §3.1).
+type Pregreet struct {
+	// Wait is how long the banner is held, 0 to 6 s.
+	Wait time.Duration `yaml:"wait"`
+	// Action for an early talker: "ignore", "enforce" (reject at the
+	// first RCPT, so the envelope is recorded) or "drop" (521 and close).
+	Action string `yaml:"action"`
+	// Teaser sends the first line of a multi-line banner ("220-") at
+	// once, as postscreen does, to catch clients that do not wait for the
+	// last line.
+	Teaser bool `yaml:"teaser"`
+}
+
+// Protocol configures the protocol checks.
+type Protocol struct {
+	// NonSMTP is what happens to a client that sends HTTP or other
+	// non-SMTP commands: "drop" or "ignore".
+	NonSMTP string `yaml:"non_smtp"`
+	// EarlyPipelining is what happens to a client that sends commands
+	// ahead of the replies before PIPELINING was offered (after HELO, or
+	// before EHLO): "ignore", "enforce" (reject at RCPT) or "drop".
+	EarlyPipelining string `yaml:"early_pipelining"`
+}
+
+// IPList is a named list of networks; the fact client.iplists holds the
+// names of the lists the client is in, for rules.
+type IPList struct {
+	Name  string   `yaml:"name"`
+	CIDRs []string `yaml:"cidrs"`
+	// File holds more CIDRs, one per line (# comments); read at start and
+	// on every reload.
+	File string `yaml:"file"`
+}
+
+// RateLimit configures per-client rate limits. A client is its IPv4
+// address or its IPv6 /64.
+type RateLimit struct {
+	// Connections per client: over it, 421 4.7.0 at connect.
+	Connections Rate `yaml:"connections"`
+	// Messages per client: over it, 451 4.7.1 at MAIL.
+	Messages Rate `yaml:"messages"`
+	// Recipients per client: over it, 451 4.7.1 at RCPT.
+	Recipients Rate `yaml:"recipients"`
+}
+
+// Rate is a limit per interval; a limit of 0 is no limit.
+type Rate struct {
+	Limit int           `yaml:"limit"`
+	Per   time.Duration `yaml:"per"`
 }
 
 // VerdictLog configures the verdict record stream.
@@ -245,8 +392,25 @@ func Default() Config {
 			BareNewline:  "reject",
 			NUL:          "reject",
 		},
-		Policy:        Policy{Mode: "enforce", DefaultRules: true, DelayReject: true},
-		DNS:           DNS{Timeout: 5 * time.Second},
+		Policy: Policy{Mode: "enforce", DefaultRules: true, DelayReject: true},
+		DNS: DNS{
+			Timeout:  2 * time.Second,
+			Attempts: 3,
+			Cache:    DNSCache{Size: 50000, MinTTL: 10 * time.Second, MaxTTL: time.Hour},
+		},
+		Checks: Checks{
+			Timeout:  10 * time.Second,
+			DNSBL:    DNSBL{HealthInterval: 5 * time.Minute},
+			FCrDNS:   Toggle{Enabled: true},
+			Helo:     Toggle{Enabled: true},
+			Pregreet: Pregreet{Action: "enforce"},
+			Protocol: Protocol{NonSMTP: "drop", EarlyPipelining: "enforce"},
+			RateLimit: RateLimit{
+				Connections: Rate{Per: time.Minute},
+				Messages:    Rate{Per: time.Hour},
+				Recipients:  Rate{Per: time.Hour},
+			},
+		},
 		VerdictLog:    VerdictLog{Path: "-"},
 		Log:           Log{Level: "info"},
 		ShutdownGrace: 30 * time.Second,

@@ -214,6 +214,8 @@ func (w *walker) value(path string, n *yaml.Node, v reflect.Value) {
 		w.boolean(path, n, v)
 	case reflect.Int, reflect.Int64:
 		w.integer(path, n, v)
+	case reflect.Float64:
+		w.float(path, n, v)
 	default:
 		// Only reachable by adding a field of a new kind to Config.
 		panic(fmt.Sprintf("config: field %s has unsupported type %s", path, v.Type()))
@@ -244,6 +246,8 @@ func want(t reflect.Type) string {
 		return `a duration like "300s" or "5m"`
 	case t.Kind() == reflect.Bool:
 		return "true or false"
+	case t.Kind() == reflect.Float64:
+		return "a number"
 	default:
 		return "an integer"
 	}
@@ -410,6 +414,19 @@ func (w *walker) integer(path string, n *yaml.Node, v reflect.Value) {
 		return
 	}
 	v.SetInt(i)
+}
+
+// float takes an integer or a decimal number (weights, scores); not
+// infinity or NaN, which no score can use.
+func (w *walker) float(path string, n *yaml.Node, v reflect.Value) {
+	var f float64
+	tag := n.ShortTag()
+	if n.Kind != yaml.ScalarNode || (tag != "!!int" && tag != "!!float") || yamldiag.DecodeScalar(n, &f) != nil ||
+		math.IsInf(f, 0) || math.IsNaN(f) {
+		w.typeErr(n, path, "want a number, got %s", yamldiag.Describe(n))
+		return
+	}
+	v.SetFloat(f)
 }
 
 // duration rejects bare numbers: "timeout: 30" could mean seconds or

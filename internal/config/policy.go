@@ -10,6 +10,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mxgate/mxgate/internal/yamldiag"
+	// Every check's facts must be known to validate rules that name them.
+	_ "github.com/mxgate/mxgate/checks/all"
 	"github.com/mxgate/mxgate/policy"
 	"github.com/mxgate/mxgate/rules"
 )

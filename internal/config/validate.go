@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -64,7 +67,9 @@ func (v *validator) lineOf(paths ...string) int {
 // config validates c and fills in what defaults to other keys: an empty
 // backend.helo becomes hostname, and domains are normalised in place to
 // lower-case ASCII (A-labels) without a trailing dot, the form the SMTP
-// server compares recipient domains against.
+// server compares recipient domains against. The checks' values are
+// normalised in place too (see checks), so the rest of the program reads
+// one canonical form.
 func (v *validator) config(c *Config) {
 	switch {
 	case c.Hostname == "":
@@ -83,6 +88,7 @@ func (v *validator) config(c *Config) {
 	v.limits(&c.Limits)
 	v.message(&c.Message)
 	v.dns(&c.DNS)
+	v.checks(&c.Checks)
 	v.policy(&c.Policy)
 	if c.VerdictLog.Path == "" {
 		v.fail("verdict_log.path", `required (a file, or "-" for standard output)`)
@@ -118,6 +124,7 @@ func (v *validator) listen(ls []Listener) {
 	}
 	seen := map[string]string{}
 	for i, l := range ls {
+		v.proxyProtocol(fmt.Sprintf("listen[%d].proxy_protocol", i), &ls[i].ProxyProtocol)
 		path := fmt.Sprintf("listen[%d].address", i)
 		if l.Address == "" {
 			v.fail(path, `required, e.g. ":25"`)
@@ -299,6 +306,19 @@ func (v *validator) dns(d *DNS) {
 		}
 	}
 	v.positive("dns.timeout", d.Timeout)
+	if d.Attempts < 1 || d.Attempts > 10 {
+		v.fail("dns.attempts", "must be from 1 to 10, got %d", d.Attempts)
+	}
+	v.atLeast("dns.cache.size", d.Cache.Size, 1)
+	minOK := d.Cache.MinTTL >= 0
+	if !minOK {
+		v.fail("dns.cache.min_ttl", "must not be negative, got %s", d.Cache.MinTTL)
+	}
+	v.positive("dns.cache.max_ttl", d.Cache.MaxTTL)
+	if minOK && d.Cache.MaxTTL > 0 && d.Cache.MinTTL > d.Cache.MaxTTL && !v.bad["dns.cache.max_ttl"] {
+		v.failAt(v.lineOf("dns.cache.min_ttl", "dns.cache.max_ttl"), "dns.cache.min_ttl",
+			"%s is more than dns.cache.max_ttl (%s)", fmtDur(d.Cache.MinTTL), fmtDur(d.Cache.MaxTTL))
+	}
 }
 
 func (v *validator) positive(path string, d time.Duration) {
@@ -448,4 +468,459 @@ func toASCII(name string) (string, error) {
 		return "", errors.New(strings.TrimPrefix(err.Error(), "idna: "))
 	}
 	return strings.ToLower(a), nil
+}
+
+// defaultProxyTimeout is what a proxy_protocol.timeout of 0 means once
+// trusted is set. It is filled in here because a listen list in the file
+// replaces the default list, so Default() cannot give list entries a value.
+const defaultProxyTimeout = 5 * time.Second
+
+// proxyProtocol checks one listener's PROXY protocol settings, rewrites
+// each trusted entry as a prefix ("192.0.2.1" becomes "192.0.2.1/32") and
+// fills in the default timeout when PROXY protocol is on.
+func (v *validator) proxyProtocol(path string, p *ProxyProtocol) {
+	for j, s := range p.Trusted {
+		pfx, err := parsePrefix(s)
+		if err != nil {
+			v.fail(fmt.Sprintf("%s.trusted[%d]", path, j), "%v", err)
+			continue
+		}
+		p.Trusted[j] = pfx.String()
+	}
+	switch {
+	case p.Timeout < 0:
+		v.fail(path+".timeout", "must not be negative, got %s (0s means the default, %s)", fmtDur(p.Timeout), fmtDur(defaultProxyTimeout))
+	case p.Timeout == 0 && len(p.Trusted) > 0:
+		p.Timeout = defaultProxyTimeout
+	}
+}
+
+// maxChecksTimeout bounds checks.timeout: a client waits that long for a
+// reply, and SMTP clients wait at most 5 minutes for the greeting.
+const maxChecksTimeout = time.Minute
+
+// checks validates the checks section and normalises it in place:
+//
+//   - every CIDR list (listen[].proxy_protocol.trusted, checks.iplists[].cidrs,
+//     DNSBL answers[].match) holds canonical prefixes, a bare address as a
+//     single-host prefix, IPv4-mapped IPv6 as IPv4;
+//   - DNSBL zones are lower-case without a trailing dot, names lower-case,
+//     and an empty name is the zone;
+//   - checks.iplists[].file is read and its entries appended to cidrs.
+func (v *validator) checks(c *Checks) {
+	if c.Timeout <= 0 || c.Timeout > maxChecksTimeout {
+		v.fail("checks.timeout", "must be more than 0s and at most %s, got %s", fmtDur(maxChecksTimeout), fmtDur(c.Timeout))
+	}
+	v.dnsbl(&c.DNSBL)
+	v.pregreet(&c.Pregreet)
+	v.oneOf("checks.protocol.non_smtp", c.Protocol.NonSMTP, "drop", "ignore")
+	v.oneOf("checks.protocol.early_pipelining", c.Protocol.EarlyPipelining, "ignore", "enforce", "drop")
+	v.iplists(c.IPLists)
+	v.rate("checks.ratelimit.connections", c.RateLimit.Connections)
+	v.rate("checks.ratelimit.messages", c.RateLimit.Messages)
+	v.rate("checks.ratelimit.recipients", c.RateLimit.Recipients)
+}
+
+// fmtDur writes a duration as the docs and the example do: "2h", "1m",
+// "90s" rather than "2h0m0s", "1m0s", "1m30s".
+func fmtDur(d time.Duration) string {
+	for _, u := range []struct {
+		d    time.Duration
+		unit string
+	}{{time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if d != 0 && d%u.d == 0 {
+			return fmt.Sprintf("%d%s", d/u.d, u.unit)
+		}
+	}
+	return d.String()
+}
+
+// minHealthInterval is the shortest interval between DNSBL health probes:
+// probing more often only loads the lists.
+const minHealthInterval = 30 * time.Second
+
+func (v *validator) dnsbl(d *DNSBL) {
+	names := map[string]string{} // list name -> path of the list that has it
+	zones := map[string]string{}
+	for i := range d.Zones {
+		z := &d.Zones[i]
+		v.dnsList(fmt.Sprintf("checks.dnsbl.zones[%d]", i), &z.Zone, &z.Name, z.Weight, z.Answers, zones, names)
+	}
+	zones = map[string]string{} // an IP list and a domain list may share a zone
+	for i := range d.Domains {
+		z := &d.Domains[i]
+		path := fmt.Sprintf("checks.dnsbl.domains[%d]", i)
+		v.dnsList(path, &z.Zone, &z.Name, z.Weight, z.Answers, zones, names)
+		if len(z.On) == 0 {
+			v.fail(path+".on", `required: which names to look up, "helo", "mail_from" or both`)
+		}
+		seen := map[string]bool{}
+		for j, on := range z.On {
+			p := fmt.Sprintf("%s.on[%d]", path, j)
+			if !v.oneOf(p, on, "helo", "mail_from") {
+				continue
+			}
+			if seen[on] {
+				v.fail(p, "%q is listed twice", on)
+			}
+			seen[on] = true
+		}
+	}
+	switch h := d.HealthInterval; {
+	case h < 0:
+		v.fail("checks.dnsbl.health_interval", "must not be negative, got %s (0s probes only at start)", fmtDur(h))
+	case h > 0 && h < minHealthInterval:
+		v.fail("checks.dnsbl.health_interval", "must be 0s (probe only at start) or at least %s, got %s: probing more often only loads the lists", fmtDur(minHealthInterval), fmtDur(h))
+	}
+}
+
+// listNameRE is what a list name may be: it is a metric label and may
+// appear in replies.
+var listNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+
+const listNameRule = "lower-case letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters (it is a metric label and may appear in replies)"
+
+// loopbackNet holds every DNS list answer (RFC 5782 §2.1); refusalNet the
+// answers with which lists refuse a query instead of answering it
+// (Spamhaus: 127.255.255.252 typo in the zone, .254 query through a public
+// resolver, .255 too many queries).
+var (
+	loopbackNet = netip.MustParsePrefix("127.0.0.0/8")
+	refusalNet  = netip.MustParsePrefix("127.255.255.0/24")
+)
+
+// maxReplyText bounds a DNS list answer's text, which may go into a reply.
+const maxReplyText = 200
+
+// dnsList checks what IP lists (zones) and domain lists (domains) share.
+// zones and names map what was seen so far to the path that has it. Zone
+// problems are reported without the zone, which may hold an access key.
+func (v *validator) dnsList(path string, zone, name *string, weight float64, answers []DNSBLAnswer, zones, names map[string]string) {
+	zoneOK := false
+	switch {
+	case *zone == "":
+		v.fail(path+".zone", "required: the list's DNS zone, e.g. zen.spamhaus.org")
+	default:
+		z, err := normalizeZone(*zone)
+		if err != nil {
+			v.fail(path+".zone", "%v", err)
+			break
+		}
+		*zone = z
+		if first, dup := zones[z]; dup {
+			v.fail(path+".zone", "the same zone as %s.zone", first)
+			break
+		}
+		zones[z] = path
+		zoneOK = true
+	}
+
+	key := ""
+	if zoneOK {
+		key = zoneKey(*zone)
+	}
+	nameOK, defaulted := false, false
+	switch n := strings.ToLower(*name); {
+	case n == "" && !zoneOK:
+		// Nothing to default to; the zone's problem is reported.
+	case n == "" && key != "":
+		v.fail(path+".name", `required: the zone holds an access key, which must never appear in replies, records or metrics; name the list, e.g. "spamhaus-zen"`)
+	case n == "" && !listNameRE.MatchString(*zone):
+		v.fail(path+".name", "required: the zone is longer than 64 characters, too long to name the list")
+	case n == "":
+		*name = *zone
+		nameOK, defaulted = true, true
+	case !listNameRE.MatchString(n):
+		v.fail(path+".name", "%q: want %s", yamldiag.Truncate(*name), listNameRule)
+	case key != "" && strings.Contains(n, key):
+		v.fail(path+".name", "must not contain the zone's access key: the name appears in replies, records and metrics")
+	default:
+		*name = n
+		nameOK = true
+	}
+	if nameOK {
+		if first, dup := names[*name]; dup {
+			how := ""
+			if defaulted {
+				how = " (a list without a name is named after its zone)"
+			}
+			v.fail(path+".name", "%q is also the name of %s%s; list names must be unique", *name, first, how)
+		} else {
+			names[*name] = path
+		}
+	}
+
+	allWeighted := len(answers) > 0
+	seen := map[netip.Prefix]string{}
+	for j := range answers {
+		a := &answers[j]
+		apath := fmt.Sprintf("%s.answers[%d]", path, j)
+		allWeighted = allWeighted && a.Weight.Set
+		v.answer(apath, a, seen)
+	}
+	switch {
+	case math.IsNaN(weight) || math.IsInf(weight, 0):
+		v.fail(path+".weight", "must be a finite number, got %g", weight)
+	case weight == 0 && !allWeighted:
+		v.fail(path+".weight", "required, and not 0: a list with weight 0 adds nothing to the score "+
+			"(give a block list a positive weight, an allow list a negative one)")
+	}
+}
+
+// answer checks one answer of a DNS list and rewrites match as a prefix.
+func (v *validator) answer(path string, a *DNSBLAnswer, seen map[netip.Prefix]string) {
+	switch {
+	case a.Match == "":
+		v.fail(path+".match", "required: an answer address like 127.0.0.2, or a range like 127.0.0.0/24")
+	default:
+		p, err := parsePrefix(a.Match)
+		switch {
+		case err != nil:
+			v.fail(path+".match", "%v", err)
+		case !p.Addr().Is4() || p.Bits() < loopbackNet.Bits() || !loopbackNet.Contains(p.Addr()):
+			v.fail(path+".match", "%q is outside 127.0.0.0/8, where DNS lists answer (RFC 5782 §2.1)", a.Match)
+		case p.Bits() >= refusalNet.Bits() && refusalNet.Contains(p.Addr()):
+			v.fail(path+".match", "%q is in 127.255.255.0/24, the answers with which lists refuse a query "+
+				"(a public resolver, too many queries, a typo in the zone), never a listing: counting them would list every client", a.Match)
+		default:
+			if first, dup := seen[p]; dup {
+				v.fail(path+".match", "%q is the same as %s.match", a.Match, first)
+				break
+			}
+			seen[p] = path
+			a.Match = p.String()
+		}
+	}
+	if a.Weight.Set && (math.IsNaN(a.Weight.Value) || math.IsInf(a.Weight.Value, 0)) {
+		v.fail(path+".weight", "must be a finite number, got %g", a.Weight.Value)
+	}
+	if len(a.Text) > maxReplyText {
+		v.fail(path+".text", "longer than %d characters (it may go into a reply)", maxReplyText)
+	}
+	for _, c := range a.Text {
+		if c < ' ' || c > '~' {
+			v.fail(path+".text", "only printable ASCII is allowed (it may go into a reply), got %q", c)
+			break
+		}
+	}
+}
+
+// normalizeZone checks a DNS list zone (dot-separated labels of letters,
+// digits and hyphens, as checkHostname, at least two of them) and returns
+// it lower-case without a trailing dot. Messages never repeat the zone or
+// a label: it may hold an access key (Spamhaus DQS).
+func normalizeZone(s string) (string, error) {
+	z := strings.ToLower(strings.TrimSuffix(s, "."))
+	if _, err := netip.ParseAddr(z); err == nil {
+		return "", errors.New("is an IP address; want the list's DNS zone, e.g. zen.spamhaus.org")
+	}
+	if len(z) > 253 {
+		return "", errors.New("is longer than 253 characters")
+	}
+	labels := strings.Split(z, ".")
+	if len(labels) < 2 {
+		return "", errors.New("want a DNS zone of two or more labels, e.g. zen.spamhaus.org")
+	}
+	for i, l := range labels {
+		switch {
+		case l == "":
+			return "", errors.New("is not a valid DNS zone: empty label")
+		case len(l) > 63:
+			return "", fmt.Errorf("is not a valid DNS zone: label %d is longer than 63 characters", i+1)
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return "", fmt.Errorf("is not a valid DNS zone: label %d starts or ends with a hyphen", i+1)
+		}
+		for _, r := range l {
+			if !isLDH(r) {
+				return "", fmt.Errorf("is not a valid DNS zone: %q is not a letter, digit, hyphen or dot", r)
+			}
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return "", errors.New("is not a valid DNS zone: the last label is all digits")
+	}
+	return z, nil
+}
+
+// keyedZoneSuffixes are the services whose zones begin with the
+// subscriber's access key.
+var keyedZoneSuffixes = []string{".dq.spamhaus.net", ".abusix.zone"}
+
+// zoneKey returns the label of a normalised zone that is an access key,
+// or "": the first label of a zone of a keyed service, or any label that
+// looks like a key (16 or more letters and digits, with both).
+func zoneKey(z string) string {
+	labels := strings.Split(z, ".")
+	for _, sfx := range keyedZoneSuffixes {
+		if strings.HasSuffix(z, sfx) {
+			return labels[0]
+		}
+	}
+	for _, l := range labels {
+		if len(l) >= 16 && strings.Trim(l, "0123456789abcdefghijklmnopqrstuvwxyz") == "" &&
+			strings.ContainsAny(l, "0123456789") && strings.Trim(l, "0123456789") != "" {
+			return l
+		}
+	}
+	return ""
+}
+
+// maxPregreetWait is postscreen's upper bound for the greet wait: longer,
+// and real senders start to give up on the banner.
+const maxPregreetWait = 6 * time.Second
+
+func (v *validator) pregreet(p *Pregreet) {
+	waitOK := p.Wait >= 0 && p.Wait <= maxPregreetWait
+	if !waitOK {
+		v.fail("checks.pregreet.wait", "must be from 0s to %s (postscreen's range), got %s", fmtDur(maxPregreetWait), fmtDur(p.Wait))
+	}
+	v.oneOf("checks.pregreet.action", p.Action, "ignore", "enforce", "drop")
+	if p.Teaser && p.Wait == 0 && !v.bad["checks.pregreet.wait"] {
+		v.failAt(v.lineOf("checks.pregreet.teaser", "checks.pregreet.wait"), "checks.pregreet.teaser",
+			"true needs checks.pregreet.wait above 0s: without a wait the whole banner is sent at once, so there is nothing to tease with")
+	}
+}
+
+func (v *validator) iplists(ls []IPList) {
+	seen := map[string]string{}
+	for i := range ls {
+		l := &ls[i]
+		path := fmt.Sprintf("checks.iplists[%d]", i)
+		switch {
+		case l.Name == "":
+			v.fail(path+".name", `required: the name rules see in client.iplists, e.g. "partners"`)
+		case !listNameRE.MatchString(l.Name):
+			v.fail(path+".name", "%q: want %s", yamldiag.Truncate(l.Name), listNameRule)
+		default:
+			if first, dup := seen[l.Name]; dup {
+				v.fail(path+".name", "%q is also the name of %s; list names must be unique", l.Name, first)
+				break
+			}
+			seen[l.Name] = path
+		}
+		if len(l.CIDRs) == 0 && l.File == "" && !v.bad[path+".cidrs"] {
+			v.fail(path, "needs cidrs, a file, or both")
+		}
+		for j, s := range l.CIDRs {
+			p, err := parsePrefix(s)
+			if err != nil {
+				v.fail(fmt.Sprintf("%s.cidrs[%d]", path, j), "%v", err)
+				continue
+			}
+			l.CIDRs[j] = p.String()
+		}
+		if l.File != "" {
+			v.listFile(path+".file", l)
+		}
+	}
+}
+
+// maxListFileSize bounds a checks.iplists file; a million IPv4 ranges are
+// about 16 MB.
+const maxListFileSize = 32 << 20
+
+// maxListFileErrors is how many bad lines of one list file are reported.
+const maxListFileErrors = 10
+
+// listFile reads l.File, relative to the configuration file's folder like
+// policy.include, and appends its entries to l.CIDRs. A problem with the
+// file as a whole is reported at the key; a bad line with the list file's
+// name and line.
+func (v *validator) listFile(path string, l *IPList) {
+	name := l.File
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(filepath.Dir(v.file), name)
+	}
+	fi, err := os.Stat(name)
+	switch {
+	case err != nil:
+		v.fail(path, "%v", unwrapPathErr(err))
+		return
+	case !fi.Mode().IsRegular():
+		v.fail(path, "%q is not a regular file", name)
+		return
+	case fi.Size() > maxListFileSize:
+		v.fail(path, "%q is larger than %dMiB", name, maxListFileSize>>20)
+		return
+	}
+	data, err := os.ReadFile(name)
+	if err != nil {
+		v.fail(path, "%v", unwrapPathErr(err))
+		return
+	}
+	var bad []int // lines
+	for n, line := range strings.Split(string(data), "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		p, err := parsePrefix(line)
+		if err != nil {
+			if len(bad) < maxListFileErrors {
+				v.failIn(name, n+1, path, "%v", err)
+			}
+			bad = append(bad, n+1)
+			continue
+		}
+		l.CIDRs = append(l.CIDRs, p.String())
+	}
+	if len(bad) > maxListFileErrors {
+		v.failIn(name, bad[maxListFileErrors], path, "%d more bad lines from here on are not shown", len(bad)-maxListFileErrors)
+	}
+}
+
+// failIn records a problem found in another file than the configuration
+// (a checks.iplists file), at its line.
+func (v *validator) failIn(file string, line int, path, format string, args ...any) {
+	if v.capped {
+		return
+	}
+	v.errs = append(v.errs, Error{File: file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	if len(v.errs) >= maxErrors {
+		v.capped = true
+	}
+}
+
+func (v *validator) rate(path string, r Rate) {
+	if r.Limit < 0 {
+		v.fail(path+".limit", "must not be negative, got %d (0 is no limit)", r.Limit)
+	}
+	switch {
+	case r.Per < 0:
+		v.fail(path+".per", "must not be negative, got %s", fmtDur(r.Per))
+	case r.Limit > 0 && r.Per < time.Second:
+		v.fail(path+".per", "must be at least 1s when a limit is set, got %s", fmtDur(r.Per))
+	}
+}
+
+// parsePrefix reads a CIDR range, or a bare address as a range of one
+// host, in the form the rest of the program reads: an IPv4-mapped IPv6
+// address or range becomes IPv4 (client addresses are unmapped before they
+// are compared), and a range may not have bits set after its length.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR (want e.g. 192.0.2.1, 192.0.2.0/24 or 2001:db8::/32)", yamldiag.Truncate(s))
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		if p != p.Masked() {
+			return netip.Prefix{}, fmt.Errorf("%q has bits set after the prefix length (did you mean %s?)", s, p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR (want e.g. 192.0.2.1, 192.0.2.0/24 or 2001:db8::/32)", yamldiag.Truncate(s))
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q has an IPv6 zone; leave it out", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
