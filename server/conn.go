@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/refid"
+	"github.com/mxgate/mxgate/policy"
 )
 
 // conn wraps every accepted connection. It owns the read deadlines: go-smtp's
@@ -22,7 +26,9 @@ import (
 //
 // It also remembers the last reply line the server wrote, which is how the
 // connection's verdict record learns how a connection without a transaction
-// ended (221 after QUIT, 421 after a timeout, 500 after a protocol error).
+// ended (221 after QUIT, 421 after a timeout, 500 after a protocol error),
+// and it watches the command stream for non-SMTP clients and early
+// pipelining (protocol.go), which only the raw stream shows.
 type conn struct {
 	net.Conn
 	st *connState
@@ -46,9 +52,28 @@ type conn struct {
 	// the same final dot twice.
 	closeAfterReply atomic.Bool
 
+	// vetting is true from admission until the hand-over to go-smtp
+	// (under g.mu): Guard.Close interrupts the pre-greeting wait of these.
+	vetting bool
+	// early holds what an early talker sent during the pre-greeting wait;
+	// Read returns it first, so go-smtp still answers it (pregreet.go).
+	early    []byte
+	pregreet atomic.Uint32 // a pregreetResult
+	proto    protoState
+	// dropped is set when a guard check dropped the connection: Close
+	// then calls onDropped instead of onClose.
+	dropped atomic.Pointer[dropInfo]
+
 	closeOnce sync.Once
 	replyMu   sync.Mutex
 	lastReply []byte
+}
+
+// dropInfo is why a guard check dropped a connection.
+type dropInfo struct {
+	reply  *policy.Reply
+	ref    string
+	detail string
 }
 
 // errTimedOut is returned by every Read after the first timeout.
@@ -57,6 +82,24 @@ var errTimedOut = os.ErrDeadlineExceeded
 func (c *conn) Read(b []byte) (int, error) {
 	if c.timedOut.Load() {
 		return 0, errTimedOut
+	}
+	n, err := c.read(b)
+	c.countBareCR(b[:n])
+	if n > 0 && c.checkProtocol(b[:n]) {
+		// Dropped: go-smtp must not act on what it would have read, and
+		// net.ErrClosed makes it end the connection without a reply.
+		return 0, net.ErrClosed
+	}
+	return n, err
+}
+
+// read returns what the pre-greeting wait kept first, then reads with the
+// idle deadline of the current phase.
+func (c *conn) read(b []byte) (int, error) {
+	if len(c.early) > 0 {
+		n := copy(b, c.early)
+		c.early = c.early[n:]
+		return n, nil
 	}
 	idle := c.cmdIdle
 	if c.inData.Load() {
@@ -67,7 +110,6 @@ func (c *conn) Read(b []byte) (int, error) {
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.timedOut.Store(true)
 	}
-	c.countBareCR(b[:n])
 	return n, err
 }
 
@@ -99,6 +141,7 @@ func (c *conn) SetDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t
 
 func (c *conn) Write(b []byte) (int, error) {
 	c.noteReply(b)
+	c.proto.wrote(b)
 	n, err := c.Conn.Write(b)
 	if c.closeAfterReply.Load() {
 		c.Conn.Close()
@@ -145,7 +188,8 @@ func (c *conn) LastReply() (int, string) {
 }
 
 // Close closes the connection once, releases its slot in the caps and
-// writes the connection's verdict record if it had no transaction.
+// writes the connection's verdict record if it had no transaction (or, for
+// a connection a guard check dropped, the record of the drop).
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
@@ -153,9 +197,71 @@ func (c *conn) Close() error {
 			c.capTimer.Stop()
 		}
 		c.g.release(c)
+		if d := c.dropped.Load(); d != nil && c.g.onDropped != nil {
+			c.g.onDropped(c, d.reply, d.detail)
+			return
+		}
 		c.g.onClose(c)
 	})
 	return err
+}
+
+// drop ends the connection for a guard check: r with a fresh reference id,
+// then a lingering close, so the reply is not lost (see lingerClose). It
+// only closes the socket; the caller (or go-smtp, after Read returns
+// net.ErrClosed) calls Close, which reports the drop through onDropped.
+func (c *conn) drop(r *policy.Reply, detail string) {
+	ref := refid.New(time.Now())
+	c.dropped.Store(&dropInfo{reply: r, ref: ref, detail: detail})
+	line := replyLine(r, ref)
+	c.noteReply([]byte(line))
+	c.Conn.SetWriteDeadline(time.Now().Add(replyWriteTimeout))
+	if _, err := io.WriteString(c.Conn, line); err == nil {
+		lingerClose(c.Conn, lingerTime)
+	}
+	c.Conn.Close()
+}
+
+// lingerTime bounds the drain before a drop's close (libraries.md §1.12).
+const lingerTime = time.Second
+
+// lingerClose sends FIN after the reply and reads what the client still
+// sends until it closes too, or for at most d: closing a socket with unread
+// input makes the kernel answer with an RST, and a client that receives
+// the RST before it read the reply loses the reply. Clients that were
+// mid-write when we dropped them (early talkers, pipeliners) are exactly
+// those.
+func lingerClose(nc net.Conn, d time.Duration) {
+	closeWrite(nc)
+	nc.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 1024)
+	for {
+		if _, err := nc.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// closeWrite half-closes a TCP connection, also under a PROXY protocol
+// wrapper; other connections are left alone (the drain still times out).
+func closeWrite(nc net.Conn) {
+	switch v := nc.(type) {
+	case interface{ CloseWrite() error }:
+		v.CloseWrite()
+	case interface{ TCPConn() (*net.TCPConn, bool) }:
+		if tc, ok := v.TCPConn(); ok {
+			tc.CloseWrite()
+		}
+	}
+}
+
+// DropRef is the reference id of the reply a guard check dropped the
+// connection with ("" when it was not dropped): onDropped's record uses it.
+func (c *conn) DropRef() string {
+	if d := c.dropped.Load(); d != nil {
+		return d.ref
+	}
+	return ""
 }
 
 // connOf finds our wrapper under go-smtp's connection (a *tls.Conn after

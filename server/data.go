@@ -41,7 +41,7 @@ func (s *session) data(tx *txn, r io.Reader) (*policy.Reply, string) {
 		return asReply(err, s.log()), err.Error()
 	}
 	start := time.Now()
-	res, err := tx.backend.Data(s.st.srv.ctx, head, body)
+	res, err := tx.backend.Data(s.ctx(), head, body)
 	rel := &verdict.Relay{Backend: tx.backend.Backend(), MS: time.Since(start).Milliseconds()}
 	tx.rec.Relay = rel
 	if err != nil {

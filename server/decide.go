@@ -25,6 +25,7 @@ func (tx *txn) evaluate(stages ...policy.Stage) *policy.Outcome {
 		if out == nil {
 			continue
 		}
+		out.Reply = out.Reply.Expand(tx.vals) // {fact} placeholders of the rule's reply
 		if out.Shadow {
 			if tx.shadowed == nil {
 				tx.shadowed = out

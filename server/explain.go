@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -8,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/mxgate/mxgate/checks"
 
 	"github.com/mxgate/mxgate/internal/spool"
 	"github.com/mxgate/mxgate/internal/verdict"
@@ -56,6 +59,9 @@ func Explain(rt *Runtime, in ExplainInput, log *slog.Logger) (*Explanation, erro
 		st.tls = &verdict.TLS{Version: "TLS 1.3", Cipher: "(explain)"}
 	}
 	s := &session{st: st, rt: rt}
+	if rt.Checks != nil {
+		st.pending = checks.Start(context.Background(), rt.Checks.Connect, checks.Input{IP: st.ip}, rt.Cfg.Checks.Timeout)
+	}
 	tx := s.newTxn(in.From, smtp.MailOptions{UTF8: !isASCII(in.From + strings.Join(in.Rcpts, ""))})
 	ex := &Explanation{}
 	step := func(cmd string, r *policy.Reply, ok verdict.Reply) {
@@ -165,7 +171,14 @@ func isASCII(s string) bool {
 func (ex *Explanation) Print(w io.Writer, rt *Runtime) {
 	rec := &ex.Record
 	fmt.Fprintf(w, "Transaction: client %s, HELO %s\n\n", rec.Client.IP, orNone(rec.Client.Helo))
-	fmt.Fprintf(w, "Checks: none yet (DNSBL, SPF, DKIM and DMARC come with later releases)\n\n")
+	fmt.Fprintf(w, "Checks:\n")
+	if len(rec.Checks) == 0 {
+		fmt.Fprintf(w, "  (none ran: the transaction ended before MAIL, or none is configured)\n")
+	}
+	for _, c := range rec.Checks {
+		fmt.Fprintf(w, "  %-16s %-12s %s\n", c.Name, c.Result, c.Detail)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Rules, in evaluation order:\n")
 	for _, t := range ex.Rules {
 		res := "no match"

@@ -24,6 +24,9 @@ func (st *connState) connValues() *policy.Values {
 	defer st.mu.Unlock()
 	v.Set("client.ip", st.ip)
 	v.Set("client.port", st.port)
+	if st.conn != nil {
+		v.Set("pregreet", st.conn.Pregreet())
+	}
 	if st.helo != "" {
 		v.Set("helo", st.helo)
 		v.Set("helo.valid", heloValid(st.helo))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/resolver/zoneserver"
 	"github.com/mxgate/mxgate/internal/sink"
 	"github.com/mxgate/mxgate/internal/verdict"
 )
@@ -73,7 +74,26 @@ func testConfig(backend string) *config.Config {
 	cfg.Message.TempDir = os.TempDir()
 	cfg.Limits.MaxRecipients = 5
 	cfg.ShutdownGrace = 2 * time.Second
+	// Never the system resolver (it is off this machine): a closed
+	// loopback port, refused at once, unless a test serves zones.
+	cfg.DNS.Servers = []string{"127.0.0.1:1"}
+	cfg.DNS.Attempts = 1
 	return &cfg
+}
+
+// testZones serves testdata/zones on loopback for the checks.
+func testZones(t testing.TB) string {
+	t.Helper()
+	zones, err := zoneserver.LoadZoneDir("../testdata/zones")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := zoneserver.Start("127.0.0.1:0", zones...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv.Addr()
 }
 
 func newHarness(t testing.TB, sc sink.Config, mutate func(*config.Config)) *harness {
@@ -84,6 +104,7 @@ func newHarness(t testing.TB, sc sink.Config, mutate func(*config.Config)) *harn
 		t.Fatal(err)
 	}
 	cfg := testConfig(sk.Addr())
+	cfg.DNS.Servers = []string{testZones(t)}
 	if mutate != nil {
 		mutate(cfg)
 	}

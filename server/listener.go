@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/refid"
 	"github.com/mxgate/mxgate/internal/verdict"
 	"github.com/mxgate/mxgate/policy"
@@ -17,46 +19,71 @@ import (
 // Guard is the net.Listener handed to go-smtp. go-smtp has no connection
 // limits and no hook before its banner (upstream points to "your own
 // net.Listener": go-smtp PR 193, issues 130 and 205), so the guard accepts
-// from every configured listener itself, enforces the total and per-IP caps
+// from every configured listener itself and vets each connection in a
+// goroutine of its own, so that a slow PROXY peer or a pre-greeting wait
+// never holds up other accepts: it enforces the total and per-IP caps
 // (answering 421 4.7.0 and closing, rather than leaving senders in the
-// kernel backlog as netutil.LimitListener would), wraps admitted connections
-// in *conn, and tracks them so shutdown can close idle ones (go-smtp's
-// Shutdown leaves them open and Close after Shutdown is a no-op).
+// kernel backlog as netutil.LimitListener would), wraps admitted
+// connections in *conn, runs the pre-greeting test (pregreet.go), and
+// tracks them so shutdown can close idle ones (go-smtp's Shutdown leaves
+// them open and Close after Shutdown is a no-op).
 type Guard struct {
 	lns   []net.Listener
 	ready chan net.Conn
 	done  chan struct{}
 	wg    sync.WaitGroup
 
-	// limits returns the current caps and timeouts (they follow reloads).
+	// limits returns the current caps, timeouts and check settings (they
+	// follow reloads).
 	limits func() guardLimits
 	// newState makes the per-connection state for an admitted connection.
 	newState func(nc net.Conn, ap netip.AddrPort) *connState
 	// onReject records a connection refused by the caps.
 	onReject func(nc net.Conn, ap netip.AddrPort, r *policy.Reply)
-	// onClose is called once when an admitted connection closes.
+	// onAdmit, when set, is called once per admitted connection, in its
+	// vetting goroutine, before the pre-greeting wait: work started there
+	// (the connection's DNS checks) overlaps the wait. It must not block.
+	onAdmit func(c *conn)
+	// onClose is called once when an admitted connection closes, unless a
+	// guard check dropped it (then onDropped is called instead).
 	onClose func(c *conn)
+	// onDropped is called once, instead of onClose, when an admitted
+	// connection closes after a guard check dropped it (an early talker,
+	// a non-SMTP client, early pipelining): r is the reply it was sent,
+	// with reference id c.DropRef(), and detail says what it did. When
+	// nil, onClose is called.
+	onDropped func(c *conn, r *policy.Reply, detail string)
+	// log receives what only an operator debugging a listener wants to
+	// see (PROXY header failures); nil means slog.Default().
+	log *slog.Logger
 
-	mu     sync.Mutex
-	closed bool
-	total  int
-	perIP  map[netip.Addr]int
-	conns  map[*conn]struct{}
+	mu      sync.Mutex
+	closed  bool
+	total   int
+	perIP   map[netip.Addr]int
+	conns   map[*conn]struct{}
+	pending map[net.Conn]struct{} // waiting for their PROXY header
 }
 
 type guardLimits struct {
 	maxConns, maxPerIP int
 	cmdIdle, dataIdle  time.Duration
 	session            time.Duration
+	// hostname is the name in the pre-greeting teaser; go-smtp's own
+	// banner uses its Server.Domain.
+	hostname string
+	pregreet config.Pregreet
+	protocol config.Protocol
 }
 
 func newGuard(lns []net.Listener) *Guard {
 	return &Guard{
-		lns:   lns,
-		ready: make(chan net.Conn),
-		done:  make(chan struct{}),
-		perIP: make(map[netip.Addr]int),
-		conns: make(map[*conn]struct{}),
+		lns:     lns,
+		ready:   make(chan net.Conn),
+		done:    make(chan struct{}),
+		perIP:   make(map[netip.Addr]int),
+		conns:   make(map[*conn]struct{}),
+		pending: make(map[net.Conn]struct{}),
 	}
 }
 
@@ -70,7 +97,9 @@ func (g *Guard) start() {
 
 // acceptLoop accepts until the listener is closed. Temporary errors (EMFILE,
 // ECONNABORTED, ...) are retried with a short backoff instead of stopping:
-// go-smtp's own Serve would return on any non-temporary error.
+// go-smtp's own Serve would return on any non-temporary error. It does
+// nothing else with a connection, not even RemoteAddr (which reads the PROXY
+// header): each is vetted in its own goroutine.
 func (g *Guard) acceptLoop(ln net.Listener) {
 	defer g.wg.Done()
 	backoff := 5 * time.Millisecond
@@ -89,22 +118,45 @@ func (g *Guard) acceptLoop(ln net.Listener) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		if c := g.admit(nc); c != nil {
-			select {
-			case g.ready <- c:
-			case <-g.done:
-				c.Close()
-				return
-			}
-		}
+		g.wg.Add(1)
+		go g.vet(nc)
 	}
 }
 
-// admit applies the caps. It returns the wrapped connection, or nil after
-// handing a refused connection to a goroutine that answers 421.
-func (g *Guard) admit(nc net.Conn) *conn {
-	ap := remoteAddr(nc)
+// vet takes one accepted connection to go-smtp, or refuses or drops it:
+// the real client address (behind a PROXY header), the caps, the onAdmit
+// hook, the pre-greeting test, then the hand-over.
+func (g *Guard) vet(nc net.Conn) {
+	defer g.wg.Done()
+	ap, err := g.clientAddr(nc)
+	if err != nil {
+		// A balancer's health check or a misconfigured peer, not a
+		// client: nothing to record, but worth a look when debugging.
+		if !g.isClosed() {
+			g.logger().Debug("PROXY protocol header failed, connection closed",
+				"peer", nc.RemoteAddr().String(), "listener", nc.LocalAddr().String(), "err", err)
+		}
+		nc.Close()
+		return
+	}
 	lim := g.limits()
+	c, refuse := g.admit(nc, ap, lim)
+	if refuse != nil {
+		g.refuse(nc, ap, refuse)
+		return
+	}
+	if g.onAdmit != nil {
+		g.onAdmit(c)
+	}
+	if !g.pregreet(c, lim) {
+		return
+	}
+	g.handOver(c)
+}
+
+// admit applies the caps. It returns the wrapped and tracked connection,
+// or the reply refusing it.
+func (g *Guard) admit(nc net.Conn, ap netip.AddrPort, lim guardLimits) (*conn, *policy.Reply) {
 	g.mu.Lock()
 	var refuse *policy.Reply
 	switch {
@@ -120,11 +172,10 @@ func (g *Guard) admit(nc net.Conn) *conn {
 	}
 	g.mu.Unlock()
 	if refuse != nil {
-		g.wg.Add(1)
-		go g.refuse(nc, ap, refuse)
-		return nil
+		return nil, refuse
 	}
 	c := &conn{Conn: nc, g: g, cmdIdle: lim.cmdIdle, dataIdle: lim.dataIdle}
+	c.proto.modes = lim.protocol
 	c.st = g.newState(nc, ap)
 	c.st.conn = c
 	// A total cap on the connection: the drain go-smtp does after an early
@@ -132,16 +183,46 @@ func (g *Guard) admit(nc net.Conn) *conn {
 	c.capTimer = time.AfterFunc(lim.session, func() { c.timedOut.Store(true); c.Conn.Close() })
 	g.mu.Lock()
 	g.conns[c] = struct{}{}
+	c.vetting = true
 	g.mu.Unlock()
-	return c
+	return c, nil
 }
+
+// handOver gives a vetted connection to go-smtp, which greets it. The
+// vetting mark goes first, under the lock Close takes, so Close never
+// sets a read deadline under go-smtp's feet.
+func (g *Guard) handOver(c *conn) {
+	g.mu.Lock()
+	c.vetting = false
+	g.mu.Unlock()
+	select {
+	case g.ready <- c:
+	case <-g.done:
+		g.shutDown(c)
+	}
+}
+
+// shutDown closes a connection the guard still holds when it closes: per
+// RFC 5321 §3.8 a server going down should say 421 first. The reply has no
+// reference id: the connection's own record (onClose) reports it.
+func (g *Guard) shutDown(c *conn) {
+	line := replyLine(policy.ErrShuttingDown, "")
+	c.noteReply([]byte(line))
+	c.Conn.SetWriteDeadline(time.Now().Add(replyWriteTimeout))
+	io.WriteString(c.Conn, line)
+	c.Close()
+}
+
+// replyWriteTimeout bounds the guard's own replies (refusals, drops): the
+// client has not been greeted, so a full send buffer means it is not
+// reading at all.
+const replyWriteTimeout = 5 * time.Second
 
 // refuse answers 421 and closes, without reading: the client has not been
 // greeted, so it has nothing to say yet.
 func (g *Guard) refuse(nc net.Conn, ap netip.AddrPort, r *policy.Reply) {
-	defer g.wg.Done()
 	ref := refid.New(time.Now())
-	nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	nc.SetWriteDeadline(time.Now().Add(replyWriteTimeout))
 	io.WriteString(nc, replyLine(r, ref))
 	nc.Close()
 	g.onReject(nc, ap, r)
@@ -162,6 +243,16 @@ func (g *Guard) release(c *conn) {
 	}
 }
 
+// isClosed reports whether Close was called.
+func (g *Guard) isClosed() bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Accept hands go-smtp the next admitted connection.
 func (g *Guard) Accept() (net.Conn, error) {
 	select {
@@ -173,7 +264,10 @@ func (g *Guard) Accept() (net.Conn, error) {
 }
 
 // Close stops accepting: the listeners close and Accept returns
-// net.ErrClosed. Admitted connections stay open (see CloseAll).
+// net.ErrClosed. Connections still being vetted end at once: one waiting
+// for its PROXY header is closed, one in the pre-greeting wait gets 421
+// (its read deadline is moved to now, under the lock handOver takes). Those
+// already handed to go-smtp stay open (see closeMatching).
 func (g *Guard) Close() error {
 	g.mu.Lock()
 	if g.closed {
@@ -182,7 +276,19 @@ func (g *Guard) Close() error {
 	}
 	g.closed = true
 	close(g.done)
+	for c := range g.conns {
+		if c.vetting {
+			c.Conn.SetReadDeadline(time.Now())
+		}
+	}
+	var pending []net.Conn
+	for nc := range g.pending {
+		pending = append(pending, nc)
+	}
 	g.mu.Unlock()
+	for _, nc := range pending {
+		nc.Close()
+	}
 	for _, ln := range g.lns {
 		ln.Close()
 	}
@@ -214,6 +320,13 @@ func (g *Guard) closeMatching(match func(*conn) bool) {
 	for _, c := range cs {
 		c.Close()
 	}
+}
+
+func (g *Guard) logger() *slog.Logger {
+	if g.log != nil {
+		return g.log
+	}
+	return slog.Default()
 }
 
 func replyLine(r *policy.Reply, ref string) string {

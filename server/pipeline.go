@@ -6,6 +6,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/ratelimit"
 	"github.com/mxgate/mxgate/internal/refid"
 	"github.com/mxgate/mxgate/internal/spool"
 	"github.com/mxgate/mxgate/internal/verdict"
@@ -41,11 +42,18 @@ func (s *session) mailDecision(tx *txn, from string) *policy.Reply {
 		return r
 	}
 	tx.from = addr
+	if r := s.rateLimited(ratelimit.Messages, policy.ErrRateMessages); r != nil {
+		return r
+	}
 	tx.vals = s.st.connValues()
 	tx.vals.Set("mail_from", addr.String())
 	tx.vals.Set("mail_from.domain", addr.Domain)
+	s.runChecks(tx)
 	tx.eval = s.rt.Cfg.Policy.Engine.NewEval()
-	out := tx.evaluate(earlyStages...)
+	out := s.protocolOutcome()
+	if out == nil {
+		out = tx.evaluate(earlyStages...)
+	}
 	if out == nil {
 		return nil
 	}
@@ -74,6 +82,9 @@ func (s *session) rcptDecision(tx *txn, to string) (address.Addr, *policy.Reply)
 	}
 	if tx.pending != nil {
 		return addr, tx.pending.Reply
+	}
+	if r := s.rateLimited(ratelimit.Recipients, policy.ErrRateRecipients); r != nil {
+		return addr, r
 	}
 	tx.vals.Set("rcpt", addr.String())
 	tx.vals.Set("rcpt.domain", addr.Domain)

@@ -23,8 +23,13 @@ func (s *session) received(tx *txn, now time.Time) []byte {
 	b.WriteString("Received: from ")
 	b.WriteString(headerSafe(c.Helo, "unknown"))
 	b.WriteString(" (")
-	if c.PTR != "" {
+	// The client's name only when forward-confirmed, as Postfix does:
+	// an unconfirmed PTR is whatever the address owner chose to publish.
+	switch {
+	case c.FCrDNS != nil && *c.FCrDNS && c.PTR != "":
 		b.WriteString(headerSafe(c.PTR, "unknown") + " ")
+	case c.FCrDNS != nil:
+		b.WriteString("unknown ")
 	}
 	b.WriteString("[" + c.IP + "])\r\n\tby ")
 	b.WriteString(s.rt.Cfg.Hostname)

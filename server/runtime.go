@@ -2,10 +2,15 @@ package server
 
 import (
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 
+	"github.com/mxgate/mxgate/checks/registry"
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/ratelimit"
+	"github.com/mxgate/mxgate/internal/resolver"
 	"github.com/mxgate/mxgate/internal/spool"
 	"github.com/mxgate/mxgate/policy"
 	"github.com/mxgate/mxgate/relay"
@@ -20,6 +25,12 @@ type Runtime struct {
 	Domains *address.Domains
 	Relay   *relay.Pool
 	Spool   spool.Options
+	// Resolver is the caching DNS resolver every check uses.
+	Resolver *resolver.Client
+	// Checks are the configured checks, by stage.
+	Checks *registry.Set
+	// Limiter enforces checks.ratelimit; nil when no limit is set.
+	Limiter *ratelimit.Limiter
 	// headerFacts are the header.* facts some rule names: the only header
 	// fields a verdict record keeps (whole Received and DKIM-Signature
 	// fields of every message have no place there).
@@ -56,6 +67,19 @@ func NewRuntime(cfg *config.Config, log *slog.Logger) (*Runtime, error) {
 	if cfg.Message.NUL == "strip" {
 		sp.NUL = spool.StripNUL
 	}
+	res, err := resolver.New(resolver.Config{
+		Servers: cfg.DNS.Servers, Timeout: cfg.DNS.Timeout, Attempts: cfg.DNS.Attempts,
+		CacheSize: cfg.DNS.Cache.Size, MinTTL: cfg.DNS.Cache.MinTTL, MaxTTL: cfg.DNS.Cache.MaxTTL, Log: log,
+	})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	set, err := registry.Build(cfg, res, localAddrs(cfg), log)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	hf := map[string]bool{}
 	for _, r := range cfg.Policy.Engine.Rules() {
 		for _, f := range r.Facts {
@@ -64,7 +88,45 @@ func NewRuntime(cfg *config.Config, log *slog.Logger) (*Runtime, error) {
 			}
 		}
 	}
-	return &Runtime{Cfg: cfg, Domains: doms, Relay: pool, Spool: sp, headerFacts: hf}, nil
+	rt := &Runtime{Cfg: cfg, Domains: doms, Relay: pool, Spool: sp, Resolver: res, Checks: set, headerFacts: hf}
+	rl := cfg.Checks.RateLimit
+	rates := map[ratelimit.Kind]ratelimit.Rate{
+		ratelimit.Connections: {Limit: rl.Connections.Limit, Per: rl.Connections.Per},
+		ratelimit.Messages:    {Limit: rl.Messages.Limit, Per: rl.Messages.Per},
+		ratelimit.Recipients:  {Limit: rl.Recipients.Limit, Per: rl.Recipients.Per},
+	}
+	if rl.Connections.Limit > 0 || rl.Messages.Limit > 0 || rl.Recipients.Limit > 0 {
+		rt.Limiter = ratelimit.New(ratelimit.NewMemory(100_000), rates)
+	}
+	return rt, nil
+}
+
+// localAddrs are the gateway's own addresses, for the HELO check ("a
+// stranger claims to be us"): the listeners' and the interfaces'.
+func localAddrs(cfg *config.Config) []netip.Addr {
+	var out []netip.Addr
+	for _, l := range cfg.Listen {
+		if host, _, err := net.SplitHostPort(l.Address); err == nil {
+			if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out
+}
+
+// close releases what the runtime runs in the background.
+func (rt *Runtime) close() {
+	rt.Relay.Close()
+	if rt.Checks != nil {
+		rt.Checks.Close()
+	}
 }
 
 func (rt *Runtime) limits() guardLimits {
@@ -72,5 +134,7 @@ func (rt *Runtime) limits() guardLimits {
 	return guardLimits{
 		maxConns: l.MaxConnections, maxPerIP: l.MaxConnectionsPerIP,
 		cmdIdle: l.CommandTimeout, dataIdle: l.DataTimeout, session: l.SessionTimeout,
+		hostname: rt.Cfg.Hostname,
+		pregreet: rt.Cfg.Checks.Pregreet, protocol: rt.Cfg.Checks.Protocol,
 	}
 }

@@ -53,6 +53,11 @@ func New(cfg *config.Config, verdicts *verdict.Writer, log *slog.Logger) (*Serve
 	}
 	s := &Server{verdicts: verdicts, log: log, serveErr: make(chan error, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if rt.Checks != nil {
+		// The first list-health probes run in the background: zones
+		// count as healthy until a probe says otherwise.
+		go rt.Checks.Start(s.ctx)
+	}
 	s.rt.Store(rt)
 	srv := smtp.NewServer(s)
 	l := cfg.Limits
@@ -80,7 +85,7 @@ func (s *Server) Start() error {
 	cfg := s.rt.Load().Cfg
 	var lns []net.Listener
 	for _, l := range cfg.Listen {
-		ln, err := net.Listen("tcp", l.Address)
+		ln, err := listen(l)
 		if err != nil {
 			for _, o := range lns {
 				o.Close()
@@ -100,6 +105,9 @@ func (s *Server) StartListeners(lns []net.Listener) {
 	g.newState = s.newConnState
 	g.onReject = s.connRefused
 	g.onClose = s.connClosed
+	g.onAdmit = s.startConnChecks
+	g.onDropped = s.connDropped
+	g.log = s.log
 	s.guard = g
 	g.start()
 	go func() { s.serveErr <- s.smtp.Serve(g) }()
@@ -135,13 +143,29 @@ func (s *Server) Reload(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	oldRelay := old.Relay
 	if reflect.DeepEqual(old.Cfg.Backend, cfg.Backend) && old.Cfg.Hostname == cfg.Hostname {
 		rt.Relay.Close()
-		rt.Relay = old.Relay // keep the warm connection pool
-	} else {
-		// Sessions on the old snapshot may still use the old pool for a
-		// while; close it once they have had the grace period.
-		time.AfterFunc(cfg.ShutdownGrace+cfg.Limits.SessionTimeout, func() { old.Relay.Close() })
+		rt.Relay, oldRelay = old.Relay, nil // keep the warm connection pool
+	}
+	if reflect.DeepEqual(old.Cfg.DNS, cfg.DNS) {
+		rt.Resolver = old.Resolver // keep the warm cache (the checks were built with the new one: same settings)
+	}
+	if reflect.DeepEqual(old.Cfg.Checks.RateLimit, cfg.Checks.RateLimit) {
+		rt.Limiter = old.Limiter // keep the counters; changed limits start afresh
+	}
+	// Sessions on the old snapshot may use its pool and checks for a
+	// while; close them once they have had the grace period.
+	time.AfterFunc(cfg.ShutdownGrace+cfg.Limits.SessionTimeout, func() {
+		if oldRelay != nil {
+			oldRelay.Close()
+		}
+		if old.Checks != nil {
+			old.Checks.Close()
+		}
+	})
+	if rt.Checks != nil {
+		go rt.Checks.Start(s.ctx)
 	}
 	s.rt.Store(rt)
 	s.log.Info("configuration reloaded", "domains", len(cfg.Domains), "backends", len(cfg.Backend.Servers))
@@ -150,6 +174,9 @@ func (s *Server) Reload(cfg *config.Config) error {
 
 func fixedChanges(a, b *config.Config) []string {
 	var out []string
+	if a.Hostname != b.Hostname {
+		out = append(out, "hostname") // go-smtp's banner name is fixed at start
+	}
 	if !reflect.DeepEqual(a.Listen, b.Listen) {
 		out = append(out, "listen")
 	}
@@ -200,7 +227,7 @@ func (s *Server) stop(ctx context.Context) error {
 	}
 	<-s.serveErr
 	s.cancel()
-	s.rt.Load().Relay.Close()
+	s.rt.Load().close()
 	return err
 }
 
@@ -230,6 +257,19 @@ func (s *Server) connRefused(nc net.Conn, ap netip.AddrPort, r *policy.Reply) {
 		Ref: ref, ConnID: ref, Listener: nc.LocalAddr().String(),
 		Client: verdict.Client{IP: ap.Addr().String(), Port: int(ap.Port())},
 		Action: policy.ActionTempfail, Reason: r.Reason, Stage: policy.StageConnect, Reply: &rp,
+	})
+}
+
+// connDropped records a connection a listener check dropped (an early
+// talker, a non-SMTP client, early pipelining in "drop" mode).
+func (s *Server) connDropped(c *conn, r *policy.Reply, detail string) {
+	st := c.st
+	ref := c.DropRef() // the id the client was given with the reply
+	rp := verdict.ReplyOf(r, ref)
+	s.record(&verdict.Record{
+		Ref: ref, ConnID: st.id, Listener: st.listener, Client: st.client(),
+		Action: policy.ActionDrop, Reason: r.Reason, Stage: policy.StageConnect, Detail: detail, Reply: &rp,
+		DurationMS: time.Since(st.start).Milliseconds(),
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/checks"
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/verdict"
 	"github.com/mxgate/mxgate/policy"
@@ -30,17 +31,23 @@ type connState struct {
 	conn     *conn
 	log      *slog.Logger
 
-	mu    sync.Mutex
-	helo  string
-	tls   *verdict.TLS
-	txns  int  // verdict records written for transactions
-	inTxn bool // a transaction is open (shutdown waits for it)
+	// pending are the connection's connect-stage checks, started when it
+	// was admitted.
+	pending *checks.Pending
+
+	mu     sync.Mutex
+	ptr    string // reverse DNS, once the fcrdns check ran
+	fcrdns *bool
+	helo   string
+	tls    *verdict.TLS
+	txns   int  // verdict records written for transactions
+	inTxn  bool // a transaction is open (shutdown waits for it)
 }
 
 func (st *connState) client() verdict.Client {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return verdict.Client{IP: st.ip.String(), Port: st.port, Helo: st.helo, TLS: st.tls}
+	return verdict.Client{IP: st.ip.String(), Port: st.port, PTR: st.ptr, FCrDNS: st.fcrdns, Helo: st.helo, TLS: st.tls}
 }
 
 func (st *connState) busy() bool {
@@ -183,7 +190,7 @@ func (s *session) rcpt(tx *txn, to string) *policy.Reply {
 	if tx.mailErr != nil {
 		return tx.mailErr
 	}
-	ctx := s.st.srv.ctx
+	ctx := s.ctx()
 	if tx.backend == nil {
 		bt, err := s.rt.Relay.Begin(ctx, relay.MailParams{
 			From: tx.from.String(), Size: tx.opts.Size, UTF8: tx.opts.UTF8,

@@ -1,0 +1,111 @@
+package server
+
+import (
+	"context"
+
+	"github.com/mxgate/mxgate/checks"
+	"github.com/mxgate/mxgate/internal/ratelimit"
+	"github.com/mxgate/mxgate/internal/verdict"
+	"github.com/mxgate/mxgate/policy"
+)
+
+// startConnChecks starts the checks that need only the client's address as
+// soon as the connection is admitted (the guard's onAdmit hook), so their
+// DNS latency overlaps the pre-greeting wait and the HELO (design.md §2).
+func (s *Server) startConnChecks(c *conn) {
+	st := c.st
+	rt := st.rt
+	if rt.Checks == nil {
+		return
+	}
+	st.pending = checks.Start(s.ctx, rt.Checks.Connect, checks.Input{IP: st.ip}, rt.Cfg.Checks.Timeout)
+}
+
+// connResults waits for the connection's checks (bounded by their
+// deadline) and returns their results; the same for every transaction of
+// the connection.
+func (st *connState) connResults() []checks.Result {
+	if st.pending == nil {
+		return nil
+	}
+	return st.pending.Wait()
+}
+
+// runChecks runs the checks of the HELO and MAIL stages for a transaction
+// and applies every result known at MAIL (the connection's too): facts for
+// the rules, entries for the verdict record.
+func (s *session) runChecks(tx *txn) {
+	rt := s.rt
+	results := s.st.connResults()
+	if rt.Checks != nil {
+		in := checks.Input{IP: s.st.ip, Helo: s.st.client().Helo, MailFrom: tx.from.String(), MailDomain: tx.from.Domain}
+		list := append(append([]checks.Check(nil), rt.Checks.Helo...), rt.Checks.Mail...)
+		results = append(results, checks.Start(s.ctx(), list, in, rt.Cfg.Checks.Timeout).Wait()...)
+	}
+	for _, r := range results {
+		for name, v := range r.Facts {
+			if err := tx.vals.Set(name, v); err != nil {
+				s.log().Error("check set a bad fact", "check", r.Name, "fact", name, "err", err)
+			}
+		}
+		tx.rec.Checks = append(tx.rec.Checks, verdict.Check{
+			Name: r.Name, Result: r.Result, Detail: r.Detail, Score: r.Score, MS: r.Elapsed.Milliseconds(),
+		})
+	}
+	// The record's client block shows reverse DNS too.
+	st := s.st
+	st.mu.Lock()
+	if v, ok := tx.vals.Get("client.ptr"); ok {
+		st.ptr, _ = v.(string)
+	}
+	if v, ok := tx.vals.Get("client.fcrdns"); ok {
+		pass := v == "pass"
+		st.fcrdns = &pass
+	}
+	st.mu.Unlock()
+}
+
+// protocolOutcome turns what the listener saw (a client that talked
+// before the greeting, or pipelined without PIPELINING) into a reject
+// delivered at the first RCPT, when the configuration says "enforce".
+func (s *session) protocolOutcome() *policy.Outcome {
+	c := s.st.conn
+	if c == nil {
+		return nil
+	}
+	p := s.rt.Cfg.Checks
+	switch {
+	case c.Pregreet() == "early" && p.Pregreet.Action == "enforce":
+		return &policy.Outcome{Action: policy.ActionReject, Reply: policy.ErrPregreet, Rule: "pregreet", Stage: policy.StageConnect}
+	case c.EarlyPipelining() && p.Protocol.EarlyPipelining == "enforce":
+		return &policy.Outcome{Action: policy.ActionReject, Reply: policy.ErrEarlyPipelining, Rule: "early_pipelining", Stage: policy.StageHelo}
+	}
+	return nil
+}
+
+// rateLimited reports a rate-limit refusal for kind, or nil. A store
+// failure fails open: mail is not refused because the limiter broke.
+func (s *session) rateLimited(kind ratelimit.Kind, reply *policy.Reply) *policy.Reply {
+	l := s.rt.Limiter
+	if l == nil || !l.Enabled(kind) || s.st.conn == nil {
+		return nil
+	}
+	ok, _, err := l.Allow(context.Background(), kind, s.st.ip, 1)
+	if err != nil {
+		s.log().Warn("rate limiter failed; allowing", "kind", string(kind), "err", err)
+	}
+	if ok {
+		return nil
+	}
+	return reply
+}
+
+// ctx is the context of the session's DNS and backend work: the server's,
+// cancelled when the shutdown grace period is over; a background one when
+// there is no server (gateway explain).
+func (s *session) ctx() context.Context {
+	if s.st.srv == nil {
+		return context.Background()
+	}
+	return s.st.srv.ctx
+}

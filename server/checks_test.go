@@ -1,0 +1,134 @@
+package server
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/sink"
+	"github.com/mxgate/mxgate/policy"
+)
+
+// dialFrom connects from a chosen loopback address (any 127/8 address is
+// this host's), to be a client the test zones list or name.
+func (h *harness) dialFrom(ip string) *client {
+	h.t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	c, err := d.Dial("tcp", h.addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	h.t.Cleanup(func() { c.Close() })
+	return &client{t: h.t, c: c, r: bufio.NewReader(c)}
+}
+
+const dnsblRule = `
+- name: dnsbl-reject
+  if: { dnsbl.score: ">= 10" }
+  action: reject
+  reply: 554 5.7.1 Service unavailable; client [{client.ip}] {dnsbl.reason}
+`
+
+func withDNSBL(c *config.Config) {
+	c.Checks.DNSBL.Zones = []config.DNSBLZone{{Zone: "bl.test", Name: "test-bl", Weight: 10}}
+}
+
+// TestDNSBLRejectAtRcpt: a client the test zone lists (127.0.0.2, RFC 5782)
+// is refused at its first RCPT with the list named, never the zone; the
+// record carries every check's result and the client's reverse DNS.
+func TestDNSBLRejectAtRcpt(t *testing.T) {
+	h := newHarness(t, sink.Config{}, withRules(t, dnsblRule, policy.Options{}, withDNSBL))
+	cl := h.dialFrom("127.0.0.2")
+	cl.expect("220 ")
+	cl.send("EHLO dialup.example.test")
+	cl.expect("250 ")
+	cl.send("MAIL FROM:<a@example.test>")
+	cl.expect("250 ")
+	cl.send("RCPT TO:<bob@ours.test>")
+	refOf(t, cl.expect("554 5.7.1 Service unavailable; client [127.0.0.2] listed by test-bl (127.0.0.2) (ref "))
+	cl.send("QUIT")
+	rec := h.recs.wait(t, 1)[0]
+	names := map[string]string{}
+	for _, c := range rec.Checks {
+		names[c.Name] = c.Result
+	}
+	if names["dnsbl"] != "listed" || names["fcrdns"] == "" || names["helo"] == "" || rec.Facts["dnsbl.score"] != 10.0 {
+		t.Fatalf("checks %+v facts %v", rec.Checks, rec.Facts)
+	}
+	if strings.Contains(strings.ToLower(rec.Reply.Text), "bl.test") {
+		t.Fatalf("the zone itself leaked into the reply: %q", rec.Reply.Text)
+	}
+	if n := h.sink.Stats().Conns; n != 0 {
+		t.Fatalf("the backend was contacted for a listed client (%d connections)", n)
+	}
+}
+
+// TestCleanClientRecord: 127.0.0.5 has forward-confirmed reverse DNS in the
+// test zones; the record and the Received header say so.
+func TestCleanClientRecord(t *testing.T) {
+	h := newHarness(t, sink.Config{}, withRules(t, dnsblRule, policy.Options{}, withDNSBL))
+	cl := h.dialFrom("127.0.0.5")
+	cl.expect("220 ")
+	cl.send("EHLO mail.example.test")
+	cl.expect("250 ")
+	cl.startData("bob@ours.test")
+	cl.write("Subject: hi\r\n\r\nx\r\n.\r\n")
+	cl.expect("250 ")
+	rec := h.recs.wait(t, 1)[0]
+	if rec.Client.PTR != "mail.example.test" || rec.Client.FCrDNS == nil || !*rec.Client.FCrDNS {
+		t.Fatalf("client %+v", rec.Client)
+	}
+	if data := string(h.sink.Accepted()[0].Data); !strings.HasPrefix(data, "Received: from mail.example.test (mail.example.test [127.0.0.5])") {
+		t.Fatalf("Received: %q", data[:80])
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	h := newHarness(t, sink.Config{}, func(c *config.Config) {
+		c.Checks.RateLimit.Messages = config.Rate{Limit: 2, Per: time.Hour}
+		c.Checks.RateLimit.Recipients = config.Rate{Limit: 3, Per: time.Hour}
+	})
+	cl := h.greet()
+	for i := range 2 {
+		cl.send("MAIL FROM:<a@example.test>")
+		cl.expect("250 ")
+		cl.send("RCPT TO:<bob@ours.test>")
+		if i == 1 {
+			cl.expect("250 ")
+			cl.send("RCPT TO:<carol@ours.test>")
+			cl.expect("250 ")
+			cl.send("RCPT TO:<dave@ours.test>")
+			refOf(t, cl.expect("451 4.7.1 Too many recipients from your network"))
+		} else {
+			cl.expect("250 ")
+		}
+		cl.send("RSET")
+		cl.expect("250 ")
+	}
+	cl.send("MAIL FROM:<a@example.test>")
+	refOf(t, cl.expect("451 4.7.1 Too many messages from your network"))
+}
+
+// TestPregreetEnforce: a client that talks before the banner goes on, but
+// its transaction is refused at the first RCPT, envelope recorded.
+func TestPregreetEnforce(t *testing.T) {
+	h := newHarness(t, sink.Config{}, func(c *config.Config) {
+		c.Checks.Pregreet = config.Pregreet{Wait: 300 * time.Millisecond, Action: "enforce"}
+	})
+	cl := h.dial()
+	cl.send("EHLO eager.example.test") // before the banner
+	cl.expect("220 ")
+	cl.expect("250 ")
+	cl.send("MAIL FROM:<a@example.test>")
+	cl.expect("250 ")
+	cl.send("RCPT TO:<bob@ours.test>")
+	refOf(t, cl.expect("550 5.5.1 Protocol error: you talked before the greeting"))
+	cl.send("QUIT")
+	if rec := h.recs.wait(t, 1)[0]; rec.Reason != policy.ReasonPregreet || rec.Facts["pregreet"] != "early" {
+		t.Fatalf("record %+v", rec)
+	}
+}
