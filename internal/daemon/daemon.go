@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/mxgate/mxgate/checks/dnsbl"
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/verdict"
 	"github.com/mxgate/mxgate/server"
@@ -47,6 +48,9 @@ func Serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	if err := srv.Start(); err != nil {
 		return err
+	}
+	for _, w := range dnsbl.PublicResolverWarning(cfg.DNS.Servers) {
+		log.Warn(w)
 	}
 	if err := srv.Runtime().Relay.Probe(ctx); err != nil {
 		log.Warn("no backend reachable at start; clients get 451 until one is", "err", err)

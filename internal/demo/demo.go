@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/resolver/zoneserver"
 	"github.com/mxgate/mxgate/internal/sink"
 	"github.com/mxgate/mxgate/internal/verdict"
 	"github.com/mxgate/mxgate/server"
@@ -72,7 +73,13 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	cfg, err := Config(o.Listen, be.Addr())
+	dns, err := zoneserver.Start("127.0.0.1:0", demoZones...)
+	if err != nil {
+		return fmt.Errorf("starting the demo DNS server: %w", err)
+	}
+	defer dns.Close()
+
+	cfg, err := Config(o.Listen, be.Addr(), dns.Addr())
 	if err != nil {
 		return err
 	}
@@ -94,6 +101,7 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Out, "mxgate demo\n\n")
 	fmt.Fprintf(o.Out, "  gateway    %s  (hostname %s; accepts mail for %s)\n", addr, hostname, domain)
 	fmt.Fprintf(o.Out, "  backend    %s  (in-process MTA; refuses %s)\n", be.Addr(), unknown)
+	fmt.Fprintf(o.Out, "  dns        %s  (in-process; the block list bl.demo.test lists 127.0.0.2)\n", dns.Addr())
 	fmt.Fprintf(o.Out, "  messages   %s\n", filepath.Join(dir, "mail"))
 	fmt.Fprintf(o.Out, "  verdicts   %s\n\n", filepath.Join(dir, "verdicts.jsonl"))
 
@@ -117,8 +125,8 @@ var demoYAML string
 
 // Config is the demo's configuration (demo.yaml), loaded by the real loader
 // so its rules are checked exactly like an operator's.
-func Config(listen, backend string) (*config.Config, error) {
-	y := strings.NewReplacer("{{backend}}", backend).Replace(demoYAML)
+func Config(listen, backend, dns string) (*config.Config, error) {
+	y := strings.NewReplacer("{{backend}}", backend, "{{dns}}", dns).Replace(demoYAML)
 	cfg, err := config.Parse("demo.yaml (built in)", []byte(y))
 	if err != nil {
 		return nil, err
@@ -180,8 +188,14 @@ func (t *tap) wait(ref string) (verdict.Record, bool) {
 }
 
 // dial opens a raw SMTP dialogue with the gateway.
-func dial(addr string) (net.Conn, *bufio.Reader, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+func dial(addr, from string) (net.Conn, *bufio.Reader, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if from != "" {
+		// Any 127/8 address is this host's on loopback, so the tour can
+		// be a client listed in the demo DNSBL.
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}

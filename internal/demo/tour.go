@@ -17,6 +17,7 @@ type example struct {
 	title string
 	steps []string // client lines; "DATA:" + body sends DATA and the body as raw bytes
 	helo  string   // "" = client.sender.test
+	from  string   // the client's address on loopback; "" = 127.0.0.1
 }
 
 func tour() []example {
@@ -26,15 +27,17 @@ func tour() []example {
 	lottery := "From: Lucky <lucky@sender.test>\r\nSubject: You are a WINNER\r\n\r\nClaim your prize.\r\n"
 	smuggle := "Subject: smuggling\r\n\r\nhello\n.\nMAIL FROM:<evil@smuggled.test>\r\nRCPT TO:<bob@demo.test>\r\nDATA\r\nSmuggled!\r\n"
 	return []example{
-		{"a clean message", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, ""},
-		{"a recipient outside our domains", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim@elsewhere.test>"}, ""},
-		{"a %-hack relay attempt", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim%elsewhere.test@demo.test>"}, ""},
-		{"a message over the size limit", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + big}, ""},
-		{"an SMTP smuggling attempt (\\n.\\n)", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + smuggle}, ""},
-		{"a recipient the backend refuses", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<" + unknown + ">"}, ""},
-		{"a sender a rule rejects (custom reply)", []string{"MAIL FROM:<bulk@spammer.test>", "RCPT TO:<bob@demo.test>"}, ""},
-		{"a message a shadow rule would reject", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + lottery}, ""},
-		{"a client scoring over the tag threshold", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "localhost"},
+		{"a clean message", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "", ""},
+		{"a recipient outside our domains", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim@elsewhere.test>"}, "", ""},
+		{"a %-hack relay attempt", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim%elsewhere.test@demo.test>"}, "", ""},
+		{"a message over the size limit", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + big}, "", ""},
+		{"an SMTP smuggling attempt (\\n.\\n)", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + smuggle}, "", ""},
+		{"a recipient the backend refuses", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<" + unknown + ">"}, "", ""},
+		{"a sender a rule rejects (custom reply)", []string{"MAIL FROM:<bulk@spammer.test>", "RCPT TO:<bob@demo.test>"}, "", ""},
+		{"a message a shadow rule would reject", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + lottery}, "", ""},
+		{"a client scoring over the tag threshold", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "localhost", ""},
+		{"a client listed in the DNSBL (127.0.0.2)", []string{"MAIL FROM:<offer@dialup.test>", "RCPT TO:<bob@demo.test>"}, "dialup-2.isp.test", "127.0.0.2"},
+		{"a clean client with confirmed rDNS (127.0.0.3)", []string{"MAIL FROM:<news@partner.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "mail.partner.test", "127.0.0.3"},
 	}
 }
 
@@ -52,7 +55,7 @@ func runTour(out io.Writer, addr string, t *tap) {
 		if helo == "" {
 			helo = "client.sender.test"
 		}
-		last, err := send(addr, helo, ex.steps)
+		last, err := send(addr, ex.from, helo, ex.steps)
 		action, reason := "?", "?"
 		if err != nil {
 			last = "error: " + err.Error()
@@ -84,8 +87,8 @@ func runTour(out io.Writer, addr string, t *tap) {
 }
 
 // send runs one transaction and returns the last reply the client got.
-func send(addr, helo string, steps []string) (string, error) {
-	c, r, err := dial(addr)
+func send(addr, from, helo string, steps []string) (string, error) {
+	c, r, err := dial(addr, from)
 	if err != nil {
 		return "", err
 	}

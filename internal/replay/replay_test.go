@@ -25,7 +25,7 @@ func recorded(t *testing.T) ([]byte, *policy.Engine) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := demo.Config("127.0.0.1:2525", "127.0.0.1:1")
+	cfg, err := demo.Config("127.0.0.1:2525", "127.0.0.1:1", "127.0.0.1:53")
 	if err != nil {
 		t.Fatal(err)
 	}
