@@ -120,19 +120,28 @@ func (p *proc) kill() {
 // the process exits instead of waiting out the timeout.
 func (p *proc) waitListening(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !p.exited() && time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if p.listening(addr) {
+		return
 	}
 	if p.exited() {
 		t.Fatalf("%s exited before listening on %s: %v", p.name, addr, p.err)
 	}
 	testutil.WaitTCP(t, addr, time.Second) // reports the last dial error
+}
+
+// listening waits up to 15 s for addr to accept connections, and reports
+// whether it does (false at once when the process exits).
+func (p *proc) listening(addr string) bool {
+	deadline := time.Now().Add(15 * time.Second)
+	for !p.exited() && time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
@@ -241,9 +250,24 @@ shutdown_grace: 3s
 		t.Fatalf("gateway check-config --config %s: %v\n%s\nconfig:\n%s", g.config, err, out, cfg)
 	}
 
-	g.proc = startProc(t, "gateway", g.bin, "serve", "--config", g.config)
-	g.proc.waitListening(t, g.addr)
-	return g
+	// FreePort's port can be taken by a test running in parallel before
+	// the gateway binds it; then try another.
+	for attempt := 1; ; attempt++ {
+		g.proc = startProc(t, "gateway", g.bin, "serve", "--config", g.config)
+		if g.proc.listening(g.addr) {
+			return g
+		}
+		if attempt == 5 || !strings.Contains(g.proc.out.String(), "address already in use") {
+			g.proc.waitListening(t, g.addr) // reports the failure
+			return g
+		}
+		old := g.addr
+		g.addr = loopback(testutil.FreePort(t))
+		cfg = strings.Replace(cfg, old, g.addr, 1)
+		if err := os.WriteFile(g.config, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // stop shuts the gateway down with SIGTERM, as an operator would, and

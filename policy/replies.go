@@ -23,6 +23,7 @@ var (
 	ErrDataTimeout   = &Reply{421, [3]int{4, 4, 2}, "Timeout waiting for data, closing connection", ReasonDataTimeout}
 	ErrDataAborted   = &Reply{451, [3]int{4, 4, 2}, "Message transfer aborted", ReasonDataAborted}
 	ErrConnLimit     = &Reply{421, [3]int{4, 7, 0}, "Too many connections, try again later", ReasonConnLimit}
+	ErrTooManyErrors = &Reply{421, [3]int{4, 7, 0}, "Too many errors, closing connection", ReasonProtocolError}
 	ErrConnLimitIP   = &Reply{421, [3]int{4, 7, 0}, "Too many connections from your address, try again later", ReasonConnLimitIP}
 	ErrShuttingDown  = &Reply{421, [3]int{4, 3, 2}, "Service shutting down, try again later", ReasonShuttingDown}
 	ErrBackendDown   = &Reply{451, [3]int{4, 4, 1}, "Destination unavailable, try again later", ReasonBackendDown}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/mxgate/mxgate/checks"
 	"github.com/mxgate/mxgate/internal/ratelimit"
@@ -108,4 +109,21 @@ func (s *session) ctx() context.Context {
 		return context.Background()
 	}
 	return s.st.srv.ctx
+}
+
+// connRate is the connection rate limit (checks.ratelimit.connections),
+// applied before a connection takes a slot. The limiter fails open.
+func (s *Server) connRate(ip netip.Addr) *policy.Reply {
+	l := s.rt.Load().Limiter
+	if l == nil || !l.Enabled(ratelimit.Connections) {
+		return nil
+	}
+	ok, _, err := l.Allow(context.Background(), ratelimit.Connections, ip, 1)
+	if err != nil {
+		s.log.Warn("rate limiter failed; allowing", "kind", "connections", "err", err)
+	}
+	if ok {
+		return nil
+	}
+	return policy.ErrRateConnections
 }

@@ -132,3 +132,15 @@ func TestPregreetEnforce(t *testing.T) {
 		t.Fatalf("record %+v", rec)
 	}
 }
+
+func TestConnectionRateLimit(t *testing.T) {
+	h := newHarness(t, sink.Config{}, func(c *config.Config) {
+		c.Checks.RateLimit.Connections = config.Rate{Limit: 2, Per: time.Hour}
+	})
+	h.dial().expect("220 ")
+	h.dial().expect("220 ")
+	refOf(t, h.dial().expect("421 4.7.0 Too many connections from your network, slow down"))
+	if rec := h.recs.wait(t, 1)[0]; rec.Reason != policy.ReasonRateLimit || rec.Action != policy.ActionTempfail {
+		t.Fatalf("record %+v", rec)
+	}
+}

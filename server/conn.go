@@ -140,6 +140,18 @@ func (c *conn) SetReadDeadline(time.Time) error { return nil }
 func (c *conn) SetDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
 
 func (c *conn) Write(b []byte) (int, error) {
+	if bytes.HasPrefix(b, tooManyErrors) {
+		// go-smtp's answer to a fourth protocol error (unknown commands,
+		// bad syntax) before it closes. 421 says "try again later", which
+		// is what a closing server means; 500 would be read as final.
+		orig := len(b)
+		b = []byte(replyLine(policy.ErrTooManyErrors, ""))
+		c.noteReply(b)
+		if _, err := c.Conn.Write(b); err != nil {
+			return 0, err
+		}
+		return orig, nil
+	}
 	c.noteReply(b)
 	c.proto.wrote(b)
 	n, err := c.Conn.Write(b)
@@ -148,6 +160,10 @@ func (c *conn) Write(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// tooManyErrors is how go-smtp's error-limit reply starts (conn.go,
+// protocolError, v0.25.1).
+var tooManyErrors = []byte("500 5.5.1 Too many errors")
 
 // noteReply keeps the last complete reply line written ("250 2.0.0 ...").
 // Before STARTTLS these are the plaintext replies; after it the writes are

@@ -44,6 +44,9 @@ type Guard struct {
 	// vetting goroutine, before the pre-greeting wait: work started there
 	// (the connection's DNS checks) overlaps the wait. It must not block.
 	onAdmit func(c *conn)
+	// connRate, when set, is the per-client connection rate limit: a
+	// non-nil reply refuses the connection like the caps do.
+	connRate func(ip netip.Addr) *policy.Reply
 	// onClose is called once when an admitted connection closes, unless a
 	// guard check dropped it (then onDropped is called instead).
 	onClose func(c *conn)
@@ -138,6 +141,12 @@ func (g *Guard) vet(nc net.Conn) {
 		}
 		nc.Close()
 		return
+	}
+	if g.connRate != nil {
+		if r := g.connRate(ap.Addr()); r != nil {
+			g.refuse(nc, ap, r)
+			return
+		}
 	}
 	lim := g.limits()
 	c, refuse := g.admit(nc, ap, lim)

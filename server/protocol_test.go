@@ -246,3 +246,23 @@ func TestProtocolDropRecords(t *testing.T) {
 		})
 	}
 }
+
+// TestTooManyErrors: the fourth protocol error gets 421 4.7.0 (not
+// go-smtp's 500) and the connection closes; the record says why.
+func TestTooManyErrors(t *testing.T) {
+	h := newHarness(t, sink.Config{}, nil)
+	cl := h.greet()
+	for range 3 {
+		cl.send("FROB x")
+		cl.expect("500 5.5.2 ")
+	}
+	cl.send("FROB x")
+	cl.expect("500 5.5.2 ")
+	cl.expect("421 4.7.0 Too many errors, closing connection")
+	if _, err := cl.r.ReadString('\n'); err == nil {
+		t.Fatal("connection still open")
+	}
+	if rec := h.recs.wait(t, 1)[0]; rec.Reason != policy.ReasonProtocolError || rec.Action != policy.ActionDrop {
+		t.Fatalf("record %+v", rec)
+	}
+}

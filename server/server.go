@@ -58,6 +58,15 @@ func New(cfg *config.Config, verdicts *verdict.Writer, log *slog.Logger) (*Serve
 		// count as healthy until a probe says otherwise.
 		go rt.Checks.Start(s.ctx)
 	}
+	metrics.SetDNSBLHealth(func() []metrics.ZoneHealth {
+		var out []metrics.ZoneHealth
+		if c := s.rt.Load().Checks; c != nil && c.DNSBL != nil {
+			for _, z := range c.DNSBL.Health() {
+				out = append(out, metrics.ZoneHealth{Name: z.Name, Healthy: z.Healthy})
+			}
+		}
+		return out
+	})
 	s.rt.Store(rt)
 	srv := smtp.NewServer(s)
 	l := cfg.Limits
@@ -106,6 +115,7 @@ func (s *Server) StartListeners(lns []net.Listener) {
 	g.onReject = s.connRefused
 	g.onClose = s.connClosed
 	g.onAdmit = s.startConnChecks
+	g.connRate = s.connRate
 	g.onDropped = s.connDropped
 	g.log = s.log
 	s.guard = g
@@ -299,7 +309,7 @@ func (s *Server) connClosed(c *conn) {
 		rec.Action, rec.Reason = policy.ActionDrop, policy.ReasonTimeout
 	case s.shutdown.Load() && code != 221:
 		rec.Action, rec.Reason = policy.ActionTempfail, policy.ReasonShuttingDown
-	case code == 500:
+	case code == 500 || code == 421 && strings.Contains(text, policy.ErrTooManyErrors.Text):
 		// too many errors, or a line over the limit
 		rec.Action, rec.Reason = policy.ActionDrop, policy.ReasonProtocolError
 	}

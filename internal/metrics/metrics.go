@@ -5,6 +5,8 @@
 package metrics
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mxgate/mxgate/internal/verdict"
@@ -25,6 +27,17 @@ var (
 		Namespace: "gateway", Name: "rule_matches_total",
 		Help: "Policy rules that matched, by rule name; shadow=\"true\" for shadow rules (recorded, not applied).",
 	}, []string{"rule", "shadow"})
+	// CheckResults counts check results by check and result.
+	CheckResults = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gateway", Name: "check_results_total",
+		Help: "Check results by check and result (listed, clean, pass, fail, temperror, ...).",
+	}, []string{"check", "result"})
+	// CheckSeconds is how long checks take.
+	CheckSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "gateway", Name: "check_duration_seconds",
+		Help:    "How long each check took.",
+		Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"check"})
 	// Replies counts the final replies by class (2xx, 4xx, 5xx).
 	Replies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gateway", Name: "replies_total",
@@ -33,7 +46,7 @@ var (
 )
 
 func init() {
-	Registry.MustRegister(Transactions, RuleMatches, Replies)
+	Registry.MustRegister(Transactions, RuleMatches, Replies, CheckResults, CheckSeconds, dnsblHealth{})
 }
 
 // Record counts what one verdict record says. It is the only hook: every
@@ -47,7 +60,46 @@ func Record(r *verdict.Record) {
 		}
 		RuleMatches.WithLabelValues(m.Name, shadow).Inc()
 	}
+	for _, c := range r.Checks {
+		CheckResults.WithLabelValues(c.Name, c.Result).Inc()
+		CheckSeconds.WithLabelValues(c.Name).Observe(float64(c.MS) / 1000)
+	}
 	if r.Reply != nil && r.Reply.Code >= 200 && r.Reply.Code < 600 {
 		Replies.WithLabelValues(string(rune('0'+r.Reply.Code/100)) + "xx").Inc()
+	}
+}
+
+// ZoneHealth is one DNS list's health, by its display name.
+type ZoneHealth struct {
+	Name    string
+	Healthy bool
+}
+
+var dnsblSource atomic.Pointer[func() []ZoneHealth]
+
+// SetDNSBLHealth sets where gateway_dnsbl_zone_healthy reads the lists'
+// health from at each scrape (the running configuration's DNSBL check).
+func SetDNSBLHealth(f func() []ZoneHealth) { dnsblSource.Store(&f) }
+
+var dnsblDesc = prometheus.NewDesc("gateway_dnsbl_zone_healthy",
+	"1 when a DNS list passes its RFC 5782 health probes, 0 when it is skipped (fail open).", []string{"zone"}, nil)
+
+// dnsblHealth collects the gauge at scrape time, so it always shows the
+// lists of the running configuration.
+type dnsblHealth struct{}
+
+func (dnsblHealth) Describe(ch chan<- *prometheus.Desc) { ch <- dnsblDesc }
+
+func (dnsblHealth) Collect(ch chan<- prometheus.Metric) {
+	f := dnsblSource.Load()
+	if f == nil {
+		return
+	}
+	for _, z := range (*f)() {
+		v := 0.0
+		if z.Healthy {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(dnsblDesc, prometheus.GaugeValue, v, z.Name)
 	}
 }

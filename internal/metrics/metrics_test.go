@@ -25,6 +25,15 @@ func TestRecord(t *testing.T) {
 	if got := testutil.ToFloat64(Replies.WithLabelValues("5xx")); got < 1 {
 		t.Errorf("replies{5xx} = %v", got)
 	}
+	Record(&verdict.Record{Action: policy.ActionAccept, Reason: policy.ReasonAccepted,
+		Checks: []verdict.Check{{Name: "dnsbl", Result: "clean", MS: 3}}})
+	if got := testutil.ToFloat64(CheckResults.WithLabelValues("dnsbl", "clean")); got < 1 {
+		t.Errorf("check_results{dnsbl,clean} = %v", got)
+	}
+	SetDNSBLHealth(func() []ZoneHealth { return []ZoneHealth{{Name: "zen", Healthy: true}, {Name: "dead", Healthy: false}} })
+	if n := testutil.CollectAndCount(dnsblHealth{}); n != 2 {
+		t.Errorf("dnsbl health series = %d", n)
+	}
 	if n, err := testutil.GatherAndCount(Registry); err != nil || n == 0 {
 		t.Errorf("gather: %d %v", n, err)
 	}
