@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/sink"
 	"github.com/mxgate/mxgate/policy"
+	"go.yaml.in/yaml/v3"
 )
 
 // dialFrom connects from a chosen loopback address (any 127/8 address is
@@ -143,4 +145,34 @@ func TestConnectionRateLimit(t *testing.T) {
 	if rec := h.recs.wait(t, 1)[0]; rec.Reason != policy.ReasonRateLimit || rec.Action != policy.ActionTempfail {
 		t.Fatalf("record %+v", rec)
 	}
+}
+
+// TestIPListsShippedRules: lists named allow and deny work with the rules
+// shipped in rules/default.yaml.
+func TestIPListsShippedRules(t *testing.T) {
+	data, err := os.ReadFile("../rules/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	rules := doc.Content[0].Content[1] // the "rules:" list
+	out, _ := yaml.Marshal(rules)
+	h := newHarness(t, sink.Config{}, withRules(t, string(out), policy.Options{}, func(c *config.Config) {
+		c.Checks.IPLists = []config.IPList{{Name: "deny", CIDRs: []string{"127.0.0.66/32"}}}
+	}))
+	cl := h.dialFrom("127.0.0.66")
+	cl.expect("220 ")
+	cl.send("EHLO mail.example.test")
+	cl.expect("250 ")
+	cl.send("MAIL FROM:<a@example.test>")
+	cl.expect("250 ")
+	cl.send("RCPT TO:<bob@ours.test>")
+	cl.expect("554 5.7.1 Access denied for your network (ref ")
+	ok := h.greet() // 127.0.0.1 is in no list
+	ok.startData("bob@ours.test")
+	ok.write("Subject: x\r\n\r\nx\r\n.\r\n")
+	ok.expect("250 ")
 }
