@@ -309,11 +309,7 @@ func (c *Client) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, e
 	if err != nil {
 		return nil, err
 	}
-	out := make([]net.IPAddr, len(ips))
-	for i, ip := range ips {
-		out[i] = net.IPAddr{IP: ip}
-	}
-	return out, nil
+	return dnserr.IPAddrs(ips), nil
 }
 
 // LookupIP implements Resolver. IPv4 addresses come as 4-byte slices, IPv6
@@ -325,16 +321,9 @@ func (c *Client) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, e
 // a and mx mechanisms conclude "fail" for a client of the family that
 // failed, where temperror is the truth (design: faults fail safe).
 func (c *Client) LookupIP(ctx context.Context, network, host string) ([]net.IP, error) {
-	var v4, v6 bool
-	switch network {
-	case "ip":
-		v4, v6 = true, true
-	case "ip4":
-		v4 = true
-	case "ip6":
-		v6 = true
-	default:
-		return nil, dnserr.Invalid(host, "unknown network "+network)
+	v4, v6, err := dnserr.Families(network, host)
+	if err != nil {
+		return nil, err
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return literalIP(ip.Unmap(), host, v4, v6)

@@ -115,27 +115,16 @@ func (f *Fake) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, err
 	if err != nil {
 		return nil, err
 	}
-	out := make([]net.IPAddr, len(ips))
-	for i, ip := range ips {
-		out[i] = net.IPAddr{IP: ip}
-	}
-	return out, nil
+	return dnserr.IPAddrs(ips), nil
 }
 
 // LookupIP implements resolver.Resolver, with the real client's rules: an
 // IP literal is returned as is; for "ip", a temporary failure of either
 // family fails the lookup.
 func (f *Fake) LookupIP(ctx context.Context, network, host string) ([]net.IP, error) {
-	var v4, v6 bool
-	switch network {
-	case "ip":
-		v4, v6 = true, true
-	case "ip4":
-		v4 = true
-	case "ip6":
-		v6 = true
-	default:
-		return nil, dnserr.Invalid(host, "unknown network "+network)
+	v4, v6, err := dnserr.Families(network, host)
+	if err != nil {
+		return nil, err
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		if ip = ip.Unmap(); (ip.Is4() && v4) || (ip.Is6() && v6) {
