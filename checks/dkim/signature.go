@@ -1,0 +1,116 @@
+package dkim
+
+import (
+	"bufio"
+	"bytes"
+	"net/textproto"
+	"strings"
+	"unicode"
+)
+
+// Signature is one DKIM-Signature field and its result.
+type Signature struct {
+	// Result is pass, fail, neutral, temperror or permerror (RFC 8601
+	// §2.7.1); empty from Signatures, before verification.
+	Result string
+	// Domain is d=, the signing domain (SDID), lower-case.
+	Domain string
+	// Selector is s=.
+	Selector string
+	// Algorithm is a=, e.g. rsa-sha256 or ed25519-sha256.
+	Algorithm string
+	// Identifier is i= (the AUID), or its default "@" + d= (RFC 6376
+	// §3.5) when the tag is absent; empty without d=.
+	Identifier string
+	// BodyLimited says l= is present: the signature covers only the first
+	// l= octets of the body, so content may have been appended.
+	BodyLimited bool
+	// Reason says why, when Result is not pass: short and readable.
+	Reason string
+}
+
+// fieldName is the header field of RFC 6376 §3.5.
+const fieldName = "DKIM-Signature"
+
+// Signatures parses the DKIM-Signature fields of a header section, in
+// order, for the record and for matching with go-msgauth's verifications,
+// which come in the same order. It reads the header exactly as go-msgauth
+// does (net/textproto lines, folding on a leading space or tab, the name
+// trimmed and matched in any case, up to the first empty line), so the two
+// lists line up field for field; a signature whose tags are malformed is
+// still listed, with what could be read. Tag values have their white space
+// removed, as go-msgauth does (RFC 6376 §3.2 allows FWS anywhere in them).
+func Signatures(header []byte) []Signature {
+	var out []Signature
+	for _, f := range fields(header) {
+		name, value, _ := strings.Cut(f, ":")
+		if strings.EqualFold(strings.TrimSpace(name), fieldName) {
+			out = append(out, parseSignature(value))
+		}
+	}
+	return out
+}
+
+// fields splits a header section into unfolded-by-concatenation fields,
+// mirroring go-msgauth's readHeader: a line that starts with a space or a
+// tab continues the field before it; the first empty line, or the end of
+// input, ends the section.
+func fields(header []byte) []string {
+	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(header)))
+	var out []string
+	for {
+		line, err := tr.ReadLine()
+		if err != nil || line == "" {
+			return out
+		}
+		if len(out) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			out[len(out)-1] += line + "\r\n"
+		} else {
+			out = append(out, line+"\r\n")
+		}
+	}
+}
+
+// parseSignature reads the tags the record shows from a tag-list (RFC 6376
+// §3.2). Tag names are case-sensitive and the first of a duplicated tag
+// wins: go-msgauth refuses such a signature (permerror) anyway, and the
+// record only needs to say which signature it was.
+func parseSignature(list string) Signature {
+	var s Signature
+	seen := map[string]bool{}
+	for spec := range strings.SplitSeq(list, ";") {
+		name, value, ok := strings.Cut(spec, "=")
+		name = strings.TrimSpace(name)
+		if !ok || seen[name] {
+			continue
+		}
+		seen[name] = true
+		switch name {
+		case "d":
+			s.Domain = strings.ToLower(stripSpace(value))
+		case "s":
+			s.Selector = stripSpace(value)
+		case "a":
+			s.Algorithm = stripSpace(value)
+		case "i":
+			s.Identifier = stripSpace(value)
+		case "l":
+			s.BodyLimited = true
+		}
+	}
+	if !seen["i"] && seen["d"] {
+		s.Identifier = "@" + s.Domain
+	}
+	return s
+}
+
+// stripSpace removes all white space, folding included, as go-msgauth
+// does before using a value.
+func stripSpace(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) {
+			return -1
+		}
+		return r
+	}, s)
+}
