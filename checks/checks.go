@@ -9,11 +9,15 @@
 package checks
 
 import (
+	"io"
+
 	"context"
 	"fmt"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/emersion/go-msgauth/authres"
 
 	"github.com/mxgate/mxgate/policy"
 )
@@ -26,6 +30,32 @@ type Input struct {
 	MailFrom string     // envelope sender, from the mail stage on ("" = null sender)
 	// MailDomain is the sender's domain, lower-case A-label.
 	MailDomain string
+	// Message is the message as received (canonical CRLF, before the
+	// gateway's own header fields), for DATA-stage checks; nil before.
+	Message Message
+	// Prior are the results of the checks that ran before this one in
+	// the transaction (connection checks, SPF, DKIM, ...), so a check that
+	// builds on others (DMARC) reads their results instead of repeating
+	// their lookups.
+	Prior []Result
+}
+
+// Message is a buffered message a check may read.
+type Message interface {
+	// Header is the header section, up to and including the blank line.
+	Header() []byte
+	// Open returns a fresh reader of the whole message.
+	Open() io.Reader
+}
+
+// Fact returns the value of a fact set by one of the prior results.
+func (in Input) Fact(name string) (any, bool) {
+	for i := len(in.Prior) - 1; i >= 0; i-- {
+		if v, ok := in.Prior[i].Facts[name]; ok {
+			return v, true
+		}
+	}
+	return nil, false
 }
 
 // Result is one check's result, as the verdict record shows it and with
@@ -45,6 +75,9 @@ type Result struct {
 	Facts map[string]any
 	// Elapsed is how long the check took.
 	Elapsed time.Duration
+	// Auth is what the check contributes to the Authentication-Results
+	// header field of RFC 8601 (spf, dkim per signature, dmarc).
+	Auth []authres.Result
 }
 
 // Check is one check.
@@ -130,3 +163,18 @@ func (c *panicCounter) Add(n int) { c.mu.Lock(); c.n += n; c.mu.Unlock() }
 
 // Load returns the count.
 func (c *panicCounter) Load() int { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
+
+// RunInOrder runs the checks one after another, each under its own
+// deadline, each seeing the results of those before it in in.Prior: for
+// checks that build on others (DMARC on SPF and DKIM).
+func RunInOrder(ctx context.Context, list []Check, in Input, timeout time.Duration) []Result {
+	var out []Result
+	for _, c := range list {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		r := runOne(cctx, c, in)
+		cancel()
+		out = append(out, r)
+		in.Prior = append(in.Prior, r)
+	}
+	return out
+}

@@ -59,6 +59,11 @@ type FactDef struct {
 	Stage Stage
 	// Doc says what the fact means, for docs/policy.md and `explain`.
 	Doc string
+	// PerRecipient marks a fact whose value is the recipient being
+	// evaluated (rcpt, rcpt.domain): it changes with every RCPT, so no
+	// single point of the transaction knows it together with DATA facts.
+	// Facts merely known from the RCPT stage on (spf) are not.
+	PerRecipient bool
 }
 
 // family reports whether d defines a prefix family rather than one fact.
@@ -217,20 +222,21 @@ const scoreFact = "score"
 // The core facts: what the SMTP session itself knows. Checks register
 // theirs in their own packages.
 func init() {
-	RegisterFact(FactDef{"client.ip", KindIP, StageConnect, "the connecting client's IP address"})
-	RegisterFact(FactDef{"client.port", KindNumber, StageConnect, "the connecting client's TCP port"})
-	RegisterFact(FactDef{"pregreet", KindString, StageConnect, "the pre-greeting test: pass (waited for the banner), early (talked first), skipped (no wait configured)"})
-	RegisterFact(FactDef{"helo", KindDomain, StageHelo, "the HELO/EHLO argument, as given"})
-	RegisterFact(FactDef{"helo.valid", KindBool, StageHelo, "the HELO/EHLO argument is a fully qualified domain name or an address literal (RFC 5321 §4.1.1.1)"})
-	RegisterFact(FactDef{"tls", KindBool, StageHelo, "the client started TLS (STARTTLS or implicit TLS) before this point"})
-	RegisterFact(FactDef{"mail_from", KindAddress, StageMail, `the envelope sender (MAIL FROM); "" for the null sender <>`})
-	RegisterFact(FactDef{"mail_from.domain", KindDomain, StageMail, `the envelope sender's domain; "" for the null sender`})
-	RegisterFact(FactDef{"rcpt", KindAddress, StageRcpt, "the recipient being evaluated (rules of this stage run once per RCPT TO)"})
-	RegisterFact(FactDef{"rcpt.domain", KindDomain, StageRcpt, "the domain of the recipient being evaluated"})
-	RegisterFact(FactDef{"size", KindNumber, StageData, "the message size in bytes, as received"})
-	RegisterFact(FactDef{"header.", KindString, StageData, "header.NAME: the first header field NAME (any case), unfolded and trimmed"})
-	RegisterFact(FactDef{"subject", KindString, StageData, "the Subject header field, unfolded and trimmed"})
-	RegisterFact(FactDef{"message_id", KindString, StageData, "the Message-ID header field, trimmed"})
-	RegisterFact(FactDef{"header_from.domain", KindDomain, StageData, "the domain of the address in the From header field (RFC 5322)"})
-	RegisterFact(FactDef{scoreFact, KindNumber, StageData, "the transaction's score when the rule is evaluated: the sum of the scores of the rules that matched before it"})
+	RegisterFact(FactDef{Name: "client.ip", Kind: KindIP, Stage: StageConnect, Doc: "the connecting client's IP address"})
+	RegisterFact(FactDef{Name: "client.port", Kind: KindNumber, Stage: StageConnect, Doc: "the connecting client's TCP port"})
+	RegisterFact(FactDef{Name: "pregreet", Kind: KindString, Stage: StageConnect, Doc: "the pre-greeting test: pass (waited for the banner), early (talked first), skipped (no wait configured)"})
+	RegisterFact(FactDef{Name: "helo", Kind: KindDomain, Stage: StageHelo, Doc: "the HELO/EHLO argument, as given"})
+	RegisterFact(FactDef{Name: "helo.valid", Kind: KindBool, Stage: StageHelo, Doc: "the HELO/EHLO argument is a fully qualified domain name or an address literal (RFC 5321 §4.1.1.1)"})
+	RegisterFact(FactDef{Name: "tls", Kind: KindBool, Stage: StageHelo, Doc: "the client started TLS (STARTTLS or implicit TLS) before this point"})
+	RegisterFact(FactDef{Name: "mail_from", Kind: KindAddress, Stage: StageMail, Doc: `the envelope sender (MAIL FROM); "" for the null sender <>`})
+	RegisterFact(FactDef{Name: "mail_from.domain", Kind: KindDomain, Stage: StageMail, Doc: `the envelope sender's domain; "" for the null sender`})
+	RegisterFact(FactDef{Name: "rcpt", Kind: KindAddress, Stage: StageRcpt, Doc: "the recipient being evaluated (rules of this stage run once per RCPT TO)", PerRecipient: true})
+	RegisterFact(FactDef{Name: "rcpt.domain", Kind: KindDomain, Stage: StageRcpt, Doc: "the domain of the recipient being evaluated", PerRecipient: true})
+	RegisterFact(FactDef{Name: "size", Kind: KindNumber, Stage: StageData, Doc: "the message size in bytes, as received"})
+	RegisterFact(FactDef{Name: "header.", Kind: KindString, Stage: StageData, Doc: "header.NAME: the first header field NAME (any case), unfolded and trimmed"})
+	RegisterFact(FactDef{Name: "subject", Kind: KindString, Stage: StageData, Doc: "the Subject header field, unfolded and trimmed"})
+	RegisterFact(FactDef{Name: "message_id", Kind: KindString, Stage: StageData, Doc: "the Message-ID header field, trimmed"})
+	RegisterFact(FactDef{Name: "header_from.domain", Kind: KindDomain, Stage: StageData, Doc: "the domain of the address in the From header field (RFC 5322)"})
+	RegisterFact(FactDef{Name: "header_from.valid", Kind: KindBool, Stage: StageData, Doc: "the header section has exactly one From field with exactly one address (RFC 5322 §3.6.2; RFC 7489 §6.6.1 says to reject others)"})
+	RegisterFact(FactDef{Name: scoreFact, Kind: KindNumber, Stage: StageData, Doc: "the transaction's score when the rule is evaluated: the sum of the scores of the rules that matched before it"})
 }

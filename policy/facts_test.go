@@ -45,17 +45,17 @@ func TestLongestPrefix(t *testing.T) {
 
 func TestRegisterFactPanics(t *testing.T) {
 	tests := []FactDef{
-		{"helo", KindDomain, StageHelo, "duplicate"},
-		{"", KindString, StageData, "empty name"},
-		{"Upper", KindString, StageData, "upper case"},
-		{"a..b", KindString, StageData, "empty component"},
-		{".a", KindString, StageData, "leading dot"},
-		{"a b", KindString, StageData, "space"},
-		{"any", KindBool, StageData, "combinator"},
-		{"test.kind", "text", StageData, "unknown kind"},
-		{"test.stage", KindString, "quit", "unknown stage"},
-		{"test.nodoc", KindString, StageData, " "},
-		{strings.Repeat("a", 65), KindString, StageData, "too long"},
+		{Name: "helo", Kind: KindDomain, Stage: StageHelo, Doc: "duplicate"},
+		{Name: "", Kind: KindString, Stage: StageData, Doc: "empty name"},
+		{Name: "Upper", Kind: KindString, Stage: StageData, Doc: "upper case"},
+		{Name: "a..b", Kind: KindString, Stage: StageData, Doc: "empty component"},
+		{Name: ".a", Kind: KindString, Stage: StageData, Doc: "leading dot"},
+		{Name: "a b", Kind: KindString, Stage: StageData, Doc: "space"},
+		{Name: "any", Kind: KindBool, Stage: StageData, Doc: "combinator"},
+		{Name: "test.kind", Kind: "text", Stage: StageData, Doc: "unknown kind"},
+		{Name: "test.stage", Kind: KindString, Stage: "quit", Doc: "unknown stage"},
+		{Name: "test.nodoc", Kind: KindString, Stage: StageData, Doc: " "},
+		{Name: strings.Repeat("a", 65), Kind: KindString, Stage: StageData, Doc: "too long"},
 	}
 	for _, d := range tests {
 		func() {

@@ -12,10 +12,10 @@ import (
 // dnsbl.listed) in their own packages, which this package cannot import.
 // The "test." names cannot clash with them.
 func init() {
-	RegisterFact(FactDef{"test.set", KindSet, StageConnect, "test: a set known at connect"})
-	RegisterFact(FactDef{"test.mail-set", KindSet, StageMail, "test: a set known at mail"})
-	RegisterFact(FactDef{"test.fam.", KindString, StageData, "test: outer family"})
-	RegisterFact(FactDef{"test.fam.inner.", KindNumber, StageData, "test: inner family"})
+	RegisterFact(FactDef{Name: "test.set", Kind: KindSet, Stage: StageConnect, Doc: "test: a set known at connect"})
+	RegisterFact(FactDef{Name: "test.mail-set", Kind: KindSet, Stage: StageMail, Doc: "test: a set known at mail"})
+	RegisterFact(FactDef{Name: "test.fam.", Kind: KindString, Stage: StageData, Doc: "test: outer family"})
+	RegisterFact(FactDef{Name: "test.fam.inner.", Kind: KindNumber, Stage: StageData, Doc: "test: inner family"})
 }
 
 // node decodes YAML text into the node of its single document.

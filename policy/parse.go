@@ -203,7 +203,7 @@ func (p *parser) infer(r *Rule, path string, ifNode *yaml.Node) {
 			r.Stage = d.Stage
 		}
 		switch {
-		case d.Stage == StageRcpt && rcptFact == "":
+		case d.PerRecipient && rcptFact == "":
 			rcptFact = f
 		case d.Stage == StageData && dataFact == "":
 			dataFact = f

@@ -216,3 +216,22 @@ func TestParseErrorCap(t *testing.T) {
 		t.Errorf("got %d errors, last %v", len(errs), errs[len(errs)-1])
 	}
 }
+
+// TestTransactionRcptFactWithDataFact: a fact known from the RCPT stage that
+// is not per recipient (as spf is) combines with DATA facts; the rule runs
+// at DATA. A per-recipient fact (rcpt) does not.
+func TestTransactionRcptFactWithDataFact(t *testing.T) {
+	RegisterFact(FactDef{Name: "test.txn-rcpt", Kind: KindString, Stage: StageRcpt, Doc: "test: known from rcpt, per transaction"})
+	rules := parse(t, lines(
+		"- name: combined",
+		"  if: { test.txn-rcpt: temperror, subject: x }",
+		"  action: tempfail",
+	))
+	if rules[0].Stage != StageData {
+		t.Fatalf("stage %s, want data", rules[0].Stage)
+	}
+	_, errs := ParseRules("t.yaml", "rules", node(t, "- name: bad\n  if: { rcpt: a@b.test, subject: x }\n  action: reject\n"))
+	if len(errs) != 1 || !strings.Contains(errs[0].Msg, "no stage knows both") {
+		t.Fatalf("errs %v", errs)
+	}
+}

@@ -44,6 +44,7 @@ const (
 	ReasonNonSMTP         Reason = "non_smtp"         // HTTP or other non-SMTP commands
 	ReasonEarlyPipelining Reason = "early_pipelining" // commands ahead of replies without PIPELINING
 	ReasonRateLimit       Reason = "rate_limit"       // over a per-client rate limit
+	ReasonMailLoop        Reason = "mail_loop"        // too many Received header fields
 	ReasonInternal        Reason = "internal_error"   // a fault of ours; details only in logs
 	ReasonRule            Reason = "rule"             // a policy rule decided; the record names it
 	ReasonScore           Reason = "score"            // the score crossed a threshold (policy.thresholds)

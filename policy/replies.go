@@ -38,6 +38,9 @@ var (
 	ErrEarlyPipelining   = &Reply{550, [3]int{5, 5, 1}, "Protocol error: commands sent ahead of replies without PIPELINING", ReasonEarlyPipelining}
 	ErrEarlyPipelineDrop = &Reply{521, [3]int{5, 5, 1}, "Protocol error: commands sent ahead of replies without PIPELINING", ReasonEarlyPipelining}
 
+	// A message that has been around too often (RFC 5321 §6.3).
+	ErrMailLoop = &Reply{554, [3]int{5, 4, 6}, "Too many Received header fields: mail loop", ReasonMailLoop}
+
 	// Rate limits.
 	ErrRateConnections = &Reply{421, [3]int{4, 7, 0}, "Too many connections from your network, slow down", ReasonRateLimit}
 	ErrRateMessages    = &Reply{451, [3]int{4, 7, 1}, "Too many messages from your network, try again later", ReasonRateLimit}

@@ -12,10 +12,13 @@ import (
 	"slices"
 
 	"github.com/mxgate/mxgate/checks"
+	"github.com/mxgate/mxgate/checks/dkim"
+	"github.com/mxgate/mxgate/checks/dmarc"
 	"github.com/mxgate/mxgate/checks/dnsbl"
 	"github.com/mxgate/mxgate/checks/fcrdns"
 	"github.com/mxgate/mxgate/checks/helo"
 	"github.com/mxgate/mxgate/checks/iplist"
+	"github.com/mxgate/mxgate/checks/spf"
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/resolver"
 	"github.com/mxgate/mxgate/policy"
@@ -24,7 +27,13 @@ import (
 // Set is the checks of one configuration, by stage.
 type Set struct {
 	Connect, Helo, Mail []checks.Check
-	DNSBL               *dnsbl.DNSBL // nil without DNSBL zones; for list health
+	// Rcpt checks start at MAIL in the background and are joined at the
+	// first RCPT (SPF: its DNS overlaps the RCPT round trip).
+	Rcpt []checks.Check
+	// Data checks run in this order, each seeing the results before it:
+	// DMARC is decided from SPF and DKIM, not by a lookup race of its own.
+	Data  []checks.Check
+	DNSBL *dnsbl.DNSBL // nil without DNSBL zones; for list health
 }
 
 // Build makes the checks of cfg. localIPs are the gateway's own addresses
@@ -68,6 +77,15 @@ func Build(cfg *config.Config, r resolver.Resolver, localIPs []netip.Addr, log *
 	}
 	if c.Helo.Enabled {
 		s.Helo = append(s.Helo, helo.New(helo.Options{Hostname: cfg.Hostname, LocalIPs: localIPs}))
+	}
+	if c.SPF.Enabled {
+		s.Rcpt = append(s.Rcpt, spf.New(r, spf.Options{Log: log}))
+	}
+	if c.DKIM.Enabled {
+		s.Data = append(s.Data, dkim.New(r, dkim.Options{MaxSignatures: c.DKIM.MaxSignatures, Log: log}))
+	}
+	if c.DMARC.Enabled {
+		s.Data = append(s.Data, dmarc.New(r, dmarc.Options{Log: log}))
 	}
 	return s, nil
 }

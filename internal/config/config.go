@@ -133,6 +133,9 @@ type Limits struct {
 	// DataTimeout is how long the gateway waits for each read of message
 	// data: an idle timeout, not a limit on the whole DATA.
 	DataTimeout time.Duration `yaml:"data_timeout"`
+	// MaxReceived is the most Received header fields a message may carry;
+	// more means a mail loop (RFC 5321 §6.3): 554 5.4.6.
+	MaxReceived int `yaml:"max_received"`
 	// SessionTimeout caps a whole connection, however active.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
 	// MaxConnections in total; more get 421 4.7.0 and are closed.
@@ -183,10 +186,21 @@ type Checks struct {
 	DNSBL     DNSBL         `yaml:"dnsbl"`
 	FCrDNS    Toggle        `yaml:"fcrdns"`
 	Helo      Toggle        `yaml:"helo"`
+	SPF       Toggle        `yaml:"spf"`
+	DKIM      DKIM          `yaml:"dkim"`
+	DMARC     Toggle        `yaml:"dmarc"`
 	Pregreet  Pregreet      `yaml:"pregreet"`
 	Protocol  Protocol      `yaml:"protocol"`
 	IPLists   []IPList      `yaml:"iplists"`
 	RateLimit RateLimit     `yaml:"ratelimit"`
+}
+
+// DKIM configures DKIM verification (RFC 6376).
+type DKIM struct {
+	Enabled bool `yaml:"enabled"`
+	// MaxSignatures bounds the signatures verified per message: each
+	// costs a DNS lookup and a public-key operation.
+	MaxSignatures int `yaml:"max_signatures"`
 }
 
 // Toggle switches a check on or off.
@@ -381,6 +395,7 @@ func Default() Config {
 			MaxMessageSize:      25 << 20,
 			MaxRecipients:       100,
 			MaxLineLength:       1000,
+			MaxReceived:         50,
 			CommandTimeout:      5 * time.Minute,
 			DataTimeout:         3 * time.Minute,
 			SessionTimeout:      30 * time.Minute,
@@ -403,6 +418,9 @@ func Default() Config {
 			DNSBL:    DNSBL{HealthInterval: 5 * time.Minute},
 			FCrDNS:   Toggle{Enabled: true},
 			Helo:     Toggle{Enabled: true},
+			SPF:      Toggle{Enabled: true},
+			DKIM:     DKIM{Enabled: true, MaxSignatures: 5},
+			DMARC:    Toggle{Enabled: true},
 			Pregreet: Pregreet{Action: "enforce"},
 			Protocol: Protocol{NonSMTP: "drop", EarlyPipelining: "enforce"},
 			RateLimit: RateLimit{

@@ -265,6 +265,9 @@ func (v *validator) limits(l *Limits) {
 	if l.MaxLineLength < 1000 || l.MaxLineLength > 1<<20 {
 		v.fail("limits.max_line_length", "must be from 1000 (the RFC 5321 minimum) to 1048576, got %d", l.MaxLineLength)
 	}
+	if l.MaxReceived < 1 || l.MaxReceived > 1000 {
+		v.fail("limits.max_received", "must be from 1 to 1000, got %d", l.MaxReceived)
+	}
 	v.positive("limits.command_timeout", l.CommandTimeout)
 	v.positive("limits.data_timeout", l.DataTimeout)
 	v.positive("limits.session_timeout", l.SessionTimeout)
@@ -508,6 +511,9 @@ const maxChecksTimeout = time.Minute
 //     and an empty name is the zone;
 //   - checks.iplists[].file is read and its entries appended to cidrs.
 func (v *validator) checks(c *Checks) {
+	if c.DKIM.MaxSignatures < 1 || c.DKIM.MaxSignatures > 50 {
+		v.fail("checks.dkim.max_signatures", "must be from 1 to 50, got %d", c.DKIM.MaxSignatures)
+	}
 	if c.Timeout <= 0 || c.Timeout > maxChecksTimeout {
 		v.fail("checks.timeout", "must be more than 0s and at most %s, got %s", fmtDur(maxChecksTimeout), fmtDur(c.Timeout))
 	}
