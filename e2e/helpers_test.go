@@ -15,6 +15,7 @@ func TestParseDump(t *testing.T) {
 		"X-Mail-Args: <s@example.test>\nX-Rcpt-Args: <r@dest.test>\n" +
 		"Received: from mx.e2e.test ([127.0.0.1])\n\tby sink.test (smtp-sink) with ESMTP id 1a2b;\n\tSun, 22 Nov 2026 12:00:00 +0000 (UTC)\n" +
 		"Received: from client.test ([127.0.0.1])\n\tby mx.e2e.test (mxgate) with ESMTP\n\tid 01M81KJS7RMSNKRRQ51ANCGTFT\n\tfor <r@dest.test>;\n\tSun, 22 Nov 2026 12:00:00 +0000\n" +
+		"Authentication-Results: mx.e2e.test;\n\tspf=pass smtp.mailfrom=s@example.test;\n\tdmarc=pass header.from=example.test\n" +
 		"X-Spam-Status: No, score=0.0\n" +
 		strings.ReplaceAll(msg, "\r\n", "\n") + "\n"
 	d := parseDump("test", []byte(dump))

@@ -130,13 +130,14 @@ func dotStuff(msg []byte) []byte {
 // 250 to the final dot is sent, so a message the sink said 250 to is
 // complete on disk even if the sink is SIGKILLed right after.
 type sinkDump struct {
-	path     string
-	rcpts    []string // X-Rcpt-Args
-	hasData  bool     // the sink's Received header is there: DATA was accepted
-	received string   // the gateway's Received header, LF line ends
-	content  []byte   // the rest: the message after the gateway's fields, LF line ends, plus the final "\n"
-	msgID    string   // Message-ID of content
-	err      error    // why the dump could not be parsed (a dump cut short)
+	path        string
+	rcpts       []string // X-Rcpt-Args
+	hasData     bool     // the sink's Received header is there: DATA was accepted
+	received    string   // the gateway's Received header, LF line ends
+	authResults string   // the gateway's Authentication-Results field, LF line ends
+	content     []byte   // the rest: the message after the gateway's fields, LF line ends, plus the final "\n"
+	msgID       string   // Message-ID of content
+	err         error    // why the dump could not be parsed (a dump cut short)
 }
 
 // refOfReceived finds the gateway's reference id in its Received header.
@@ -216,6 +217,24 @@ func parseDump(path string, b []byte) *sinkDump {
 		rcvd = append(rcvd, l)
 	}
 	d.received = strings.Join(rcvd, "\n")
+	// Then the gateway's Authentication-Results (RFC 8601), with its
+	// folded lines: the senders are example.test, which the test zones
+	// give SPF and DMARC, so both must pass.
+	l, ok = next()
+	if !ok || !strings.HasPrefix(l, "Authentication-Results: "+gatewayHostname+";") {
+		d.err = fmt.Errorf("no Authentication-Results field after the gateway's Received header: %q", l)
+		return d
+	}
+	ar := []string{l}
+	for peek() == '\t' {
+		l, _ := next()
+		ar = append(ar, l)
+	}
+	d.authResults = strings.Join(ar, "\n")
+	if !strings.Contains(d.authResults, "spf=pass") || !strings.Contains(d.authResults, "dmarc=pass header.from=example.test") {
+		d.err = fmt.Errorf("authentication did not pass: %s", d.authResults)
+		return d
+	}
 	// Then the gateway's X-Spam-Status, which every relayed message gets
 	// (no thresholds are set here, so it is always "No").
 	if l, ok := next(); !ok || !strings.HasPrefix(l, "X-Spam-Status: No, score=") {

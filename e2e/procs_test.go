@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/mxgate/mxgate/internal/resolver/zoneserver"
 	"net"
 	"os"
 	"os/exec"
@@ -191,6 +192,22 @@ func startSink(t *testing.T, bin, addr, dumpDir string) *proc {
 	return p
 }
 
+// testDNS serves testdata/zones on loopback for the gateway's checks:
+// example.test, the senders' domain, publishes SPF for loopback and DMARC.
+func testDNS(t *testing.T) string {
+	t.Helper()
+	zones, err := zoneserver.LoadZoneDir("../testdata/zones")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := zoneserver.Start("127.0.0.1:0", zones...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv.Addr()
+}
+
 // gateway is one running `gateway serve`.
 type gateway struct {
 	bin      string
@@ -232,13 +249,13 @@ message:
   memory_buffer: 64KiB
   temp_dir: %q
 dns:
-  servers: ["127.0.0.1:53"]
+  servers: [%q]
 verdict_log:
   path: %q
 log:
   level: info
 shutdown_grace: 3s
-`, gatewayHostname, g.addr, backend, g.spool, g.verdicts)
+`, gatewayHostname, g.addr, backend, g.spool, testDNS(t), g.verdicts)
 	if err := os.WriteFile(g.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

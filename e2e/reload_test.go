@@ -24,7 +24,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	g := startGateway(t, sinkAddr)
 	_, port, _ := net.SplitHostPort(g.addr)
 	msg := t.TempDir() + "/m.eml"
-	os.WriteFile(msg, []byte("Subject: reload\r\n\r\nhello\r\n"), 0o644)
+	os.WriteFile(msg, []byte("From: sender@example.test\r\nSubject: reload\r\n\r\nhello\r\n"), 0o644)
 
 	send := func(rcpt string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -32,17 +32,54 @@ func (st *connState) connResults() []checks.Result {
 	return st.pending.Wait()
 }
 
-// runChecks runs the checks of the HELO and MAIL stages for a transaction
-// and applies every result known at MAIL (the connection's too): facts for
-// the rules, entries for the verdict record.
+// checkInput is what the transaction's checks may know at MAIL.
+func (s *session) checkInput(tx *txn) checks.Input {
+	return checks.Input{IP: s.st.ip, Helo: s.st.client().Helo, MailFrom: tx.from.String(), MailDomain: tx.from.Domain}
+}
+
+// runChecks runs the checks of the HELO and MAIL stages for a transaction,
+// starts those joined at the first RCPT (SPF), and applies every result
+// known at MAIL (the connection's too).
 func (s *session) runChecks(tx *txn) {
 	rt := s.rt
-	results := s.st.connResults()
-	if rt.Checks != nil {
-		in := checks.Input{IP: s.st.ip, Helo: s.st.client().Helo, MailFrom: tx.from.String(), MailDomain: tx.from.Domain}
-		list := append(append([]checks.Check(nil), rt.Checks.Helo...), rt.Checks.Mail...)
-		results = append(results, checks.Start(s.ctx(), list, in, rt.Cfg.Checks.Timeout).Wait()...)
+	s.apply(tx, s.st.connResults())
+	if rt.Checks == nil {
+		return
 	}
+	in := s.checkInput(tx)
+	list := append(append([]checks.Check(nil), rt.Checks.Helo...), rt.Checks.Mail...)
+	s.apply(tx, checks.Start(s.ctx(), list, in, rt.Cfg.Checks.Timeout).Wait())
+	if len(rt.Checks.Rcpt) > 0 {
+		tx.rcptChecks = checks.Start(s.ctx(), rt.Checks.Rcpt, in, rt.Cfg.Checks.Timeout)
+	}
+}
+
+// joinRcptChecks applies the checks started at MAIL, once, at the first
+// RCPT that needs them.
+func (s *session) joinRcptChecks(tx *txn) {
+	if tx.rcptChecks != nil {
+		s.apply(tx, tx.rcptChecks.Wait())
+		tx.rcptChecks = nil
+	}
+}
+
+// runDataChecks runs the DATA-stage checks in order (DKIM, then DMARC from
+// SPF and DKIM) over the message as received.
+func (s *session) runDataChecks(tx *txn, msg checks.Message) {
+	if s.rt.Checks == nil || len(s.rt.Checks.Data) == 0 {
+		return
+	}
+	s.joinRcptChecks(tx)
+	in := s.checkInput(tx)
+	in.Message, in.Prior = msg, tx.results
+	s.apply(tx, checks.RunInOrder(s.ctx(), s.rt.Checks.Data, in, s.rt.Cfg.Checks.Timeout))
+}
+
+// apply turns check results into facts for the rules and entries for the
+// verdict record, and keeps them for the checks that build on them and
+// for the Authentication-Results header.
+func (s *session) apply(tx *txn, results []checks.Result) {
+	tx.results = append(tx.results, results...)
 	for _, r := range results {
 		for name, v := range r.Facts {
 			if err := tx.vals.Set(name, v); err != nil {
@@ -53,6 +90,11 @@ func (s *session) runChecks(tx *txn) {
 			Name: r.Name, Result: r.Result, Detail: r.Detail, Score: r.Score, MS: r.Elapsed.Milliseconds(),
 		})
 	}
+	s.noteClient(tx)
+}
+
+// noteClient copies reverse DNS into the connection's client block.
+func (s *session) noteClient(tx *txn) {
 	// The record's client block shows reverse DNS too.
 	st := s.st
 	st.mu.Lock()

@@ -150,17 +150,7 @@ func TestConnectionRateLimit(t *testing.T) {
 // TestIPListsShippedRules: lists named allow and deny work with the rules
 // shipped in rules/default.yaml.
 func TestIPListsShippedRules(t *testing.T) {
-	data, err := os.ReadFile("../rules/default.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	rules := doc.Content[0].Content[1] // the "rules:" list
-	out, _ := yaml.Marshal(rules)
-	h := newHarness(t, sink.Config{}, withRules(t, string(out), policy.Options{}, func(c *config.Config) {
+	h := newHarness(t, sink.Config{}, withDefaultRules(t, func(c *config.Config) {
 		c.Checks.IPLists = []config.IPList{{Name: "deny", CIDRs: []string{"127.0.0.66/32"}}}
 	}))
 	cl := h.dialFrom("127.0.0.66")
@@ -173,6 +163,70 @@ func TestIPListsShippedRules(t *testing.T) {
 	cl.expect("554 5.7.1 Access denied for your network (ref ")
 	ok := h.greet() // 127.0.0.1 is in no list
 	ok.startData("bob@ours.test")
-	ok.write("Subject: x\r\n\r\nx\r\n.\r\n")
+	ok.write("From: a@example.test\r\nSubject: x\r\n\r\nx\r\n.\r\n")
 	ok.expect("250 ")
+}
+
+// withDefaultRules loads the shipped rules/default.yaml, as a loaded
+// configuration would.
+func withDefaultRules(t *testing.T, more func(*config.Config)) func(*config.Config) {
+	data, err := os.ReadFile("../rules/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := yaml.Marshal(doc.Content[0].Content[1]) // the "rules:" list
+	return withRules(t, string(out), policy.Options{}, more)
+}
+
+// TestDMARCRejectsSpoof: example.test publishes p=reject; a message whose
+// From claims it, sent with an unrelated envelope sender and no signature,
+// is refused at DATA with 5.7.26, under the shipped rules.
+func TestDMARCRejectsSpoof(t *testing.T) {
+	h := newHarness(t, sink.Config{}, withDefaultRules(t, nil))
+	cl := h.greet()
+	cl.send("MAIL FROM:<bounce@other.test>")
+	cl.expect("250 ")
+	cl.send("RCPT TO:<bob@ours.test>")
+	cl.expect("250 ")
+	cl.send("DATA")
+	cl.expect("354 ")
+	cl.write("From: CEO <ceo@example.test>\r\nSubject: pay now\r\n\r\nx\r\n.\r\n")
+	refOf(t, cl.expect("550 5.7.26 Unauthenticated mail from example.test is refused by its DMARC policy"))
+	rec := h.recs.wait(t, 1)[0]
+	if rec.Facts["dmarc"] != "fail" || rec.Facts["dmarc.policy"] != "reject" || len(h.sink.Accepted()) != 0 {
+		t.Fatalf("facts %v", rec.Facts)
+	}
+}
+
+// TestAuthenticationResults: an aligned message passes SPF and DMARC and
+// reaches the backend with our Authentication-Results first; a forged one
+// claiming our authserv-id is removed, another server's is kept.
+func TestAuthenticationResults(t *testing.T) {
+	h := newHarness(t, sink.Config{}, withDefaultRules(t, nil))
+	got := transaction(h, "bob@ours.test", "Authentication-Results: MX.OURS.TEST; dmarc=pass header.from=bank.test\r\n"+
+		"Authentication-Results: relay.example.net; spf=pass\r\nFrom: a@example.test\r\nSubject: hi\r\n\r\nx\r\n")
+	if !strings.HasPrefix(got, "250 ") {
+		t.Fatalf("got %q", got)
+	}
+	data := string(h.sink.Accepted()[0].Data)
+	if !strings.Contains(data, "\r\nAuthentication-Results: mx.ours.test;\r\n\tspf=pass") ||
+		!strings.Contains(data, "dmarc=pass header.from=example.test") ||
+		strings.Contains(data, "bank.test") || !strings.Contains(data, "Authentication-Results: relay.example.net; spf=pass") {
+		t.Fatalf("backend got:\n%s", data)
+	}
+}
+
+// TestReceivedLoop: more Received fields than limits.max_received is a mail
+// loop: 554 5.4.6, before any content check.
+func TestReceivedLoop(t *testing.T) {
+	h := newHarness(t, sink.Config{}, func(c *config.Config) { c.Limits.MaxReceived = 3 })
+	hdr := strings.Repeat("Received: from a by b; Sun, 22 Nov 2026 12:00:00 +0000\r\n", 4)
+	got := transaction(h, "bob@ours.test", hdr+"From: a@example.test\r\n\r\nx\r\n")
+	if !strings.HasPrefix(got, "554 5.4.6 Too many Received header fields: mail loop") {
+		t.Fatalf("got %q", got)
+	}
 }

@@ -59,13 +59,19 @@ func heloValid(h string) bool {
 
 // setDataValues sets the facts known once the message is in: its size and
 // its header fields (the first of each name, unfolded). It returns the
-// Message-ID and the From address for the verdict record.
-func setDataValues(v *policy.Values, size int64, header []byte) (msgID, from string) {
+// Message-ID and the From address for the verdict record, and the number
+// of Received fields (for loop detection).
+func setDataValues(v *policy.Values, size int64, header []byte) (msgID, from string, received int) {
 	v.Set("size", size)
 	m, err := mail.ReadMessage(io.MultiReader(bytes.NewReader(header), strings.NewReader("\r\n")))
 	if err != nil {
-		return "", ""
+		v.Set("header_from.valid", false)
+		return "", "", 0
 	}
+	received = len(m.Header["Received"])
+	froms := m.Header["From"]
+	list, lerr := mail.ParseAddressList(strings.Join(froms, ","))
+	v.Set("header_from.valid", len(froms) == 1 && lerr == nil && len(list) == 1)
 	for name, vals := range m.Header {
 		if len(vals) > 0 {
 			v.Set("header."+strings.ToLower(name), strings.TrimSpace(vals[0]))
@@ -82,5 +88,5 @@ func setDataValues(v *policy.Values, size int64, header []byte) (msgID, from str
 			v.Set("header_from.domain", strings.ToLower(dom))
 		}
 	}
-	return msgID, from
+	return msgID, from, received
 }

@@ -18,6 +18,7 @@ import (
 func (s *session) headers(tx *txn, msg *spool.Message) ([]byte, io.Reader, error) {
 	var b bytes.Buffer
 	b.Write(s.received(tx, time.Now()))
+	b.WriteString(authResults(s.rt.Cfg.Hostname, tx.results))
 	b.WriteString(s.spamHeaders(tx))
 	orig := msg.Header()
 	r := msg.Open()
@@ -30,7 +31,7 @@ func (s *session) headers(tx *txn, msg *spool.Message) ([]byte, io.Reader, error
 	if tx.eval != nil && tx.eval.Tag {
 		tag = s.rt.Cfg.Policy.SubjectTag
 	}
-	b.Write(rewriteHeader(orig, tag))
+	b.Write(rewriteHeader(orig, tag, s.rt.Cfg.Hostname))
 	return b.Bytes(), r, nil
 }
 
@@ -55,9 +56,27 @@ func (s *session) spamHeaders(tx *txn) string {
 	return "X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=" + score + ", rules=" + strings.Join(names, ",") + "\r\n"
 }
 
-// rewriteHeader drops X-Spam-Flag and X-Spam-Status fields (with their
-// folded continuation lines) and prefixes the Subject with tag.
-func rewriteHeader(h []byte, tag string) []byte {
+// fieldValue is a field's value with its continuation lines (which start
+// with a space or tab in rest), for parsing.
+func fieldValue(first, rest []byte) string {
+	v := string(first)
+	for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+		i := bytes.Index(rest, []byte("\r\n"))
+		if i < 0 {
+			return v + string(rest)
+		}
+		v += string(rest[:i+2])
+		rest = rest[i+2:]
+	}
+	return v
+}
+
+// rewriteHeader drops X-Spam-Flag and X-Spam-Status fields and
+// Authentication-Results fields that claim our authserv-id (RFC 8601 §5:
+// a forgery, or a loop), each with its folded continuation lines, and
+// prefixes the Subject with tag. It runs after DKIM verification, which saw
+// the message as received.
+func rewriteHeader(h []byte, tag, authservid string) []byte {
 	var out bytes.Buffer
 	skip := false
 	for len(h) > 0 {
@@ -74,7 +93,8 @@ func rewriteHeader(h []byte, tag string) []byte {
 		}
 		name, value, _ := bytes.Cut(line, []byte(":"))
 		name = bytes.TrimSpace(name)
-		skip = bytes.EqualFold(name, []byte("X-Spam-Flag")) || bytes.EqualFold(name, []byte("X-Spam-Status"))
+		skip = bytes.EqualFold(name, []byte("X-Spam-Flag")) || bytes.EqualFold(name, []byte("X-Spam-Status")) ||
+			bytes.EqualFold(name, []byte("Authentication-Results")) && strings.EqualFold(authservID(fieldValue(value, h)), authservid)
 		switch {
 		case skip:
 		case tag != "" && bytes.EqualFold(name, []byte("Subject")):

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -86,6 +87,7 @@ func (s *session) rcptDecision(tx *txn, to string) (address.Addr, *policy.Reply)
 	if r := s.rateLimited(ratelimit.Recipients, policy.ErrRateRecipients); r != nil {
 		return addr, r
 	}
+	s.joinRcptChecks(tx)
 	tx.vals.Set("rcpt", addr.String())
 	tx.vals.Set("rcpt.domain", addr.Domain)
 	if out := tx.evaluate(policy.StageRcpt); out != nil {
@@ -103,7 +105,13 @@ func (s *session) dataDecision(tx *txn, msg *spool.Message) *policy.Reply {
 		return policy.ErrBareNewline
 	}
 	tx.rec.Size = msg.Size()
-	tx.rec.MessageID, tx.rec.HeaderFrom = setDataValues(tx.vals, msg.Size(), msg.Header())
+	var received int
+	tx.rec.MessageID, tx.rec.HeaderFrom, received = setDataValues(tx.vals, msg.Size(), msg.Header())
+	if received > s.rt.Cfg.Limits.MaxReceived {
+		tx.rec.Detail = fmt.Sprintf("%d Received header fields", received)
+		return policy.ErrMailLoop
+	}
+	s.runDataChecks(tx, msg)
 	if out := tx.evaluate(policy.StageData); out != nil {
 		s.decided(tx, out)
 		return out.Reply

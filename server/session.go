@@ -99,6 +99,10 @@ type txn struct {
 	shadowed *policy.Outcome
 	// applied is the policy outcome that ends the transaction, if any.
 	applied *policy.Outcome
+	// results are the check results so far, in the order they came.
+	results []checks.Result
+	// rcptChecks were started at MAIL and are joined at the first RCPT.
+	rcptChecks *checks.Pending
 }
 
 // noteRcpt records one RCPT and what it was answered.

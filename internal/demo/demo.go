@@ -7,11 +7,16 @@
 package demo
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+
 	"bufio"
 	"context"
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"github.com/emersion/go-msgauth/dkim"
 	"io"
 	"log/slog"
 	"net"
@@ -73,7 +78,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	dns, err := zoneserver.Start("127.0.0.1:0", demoZones...)
+	signer, dkimKey, err := newSigner()
+	if err != nil {
+		return err
+	}
+	dns, err := zoneserver.Start("127.0.0.1:0", demoZones(dkimKey)...)
 	if err != nil {
 		return fmt.Errorf("starting the demo DNS server: %w", err)
 	}
@@ -106,7 +115,10 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Out, "  verdicts   %s\n\n", filepath.Join(dir, "verdicts.jsonl"))
 
 	if o.Tour {
-		runTour(o.Out, addr, tap)
+		runTour(o.Out, addr, tap, signer)
+		if msgs := be.Accepted(); len(msgs) > 0 {
+			fmt.Fprintf(o.Out, "The Authentication-Results header the backend got with example 1:\n\n%s\n", authResultsOf(msgs[0].Data))
+		}
 	}
 	if !o.Exit {
 		fmt.Fprintf(o.Out, "The gateway keeps serving until Ctrl-C. Try it yourself:\n\n")
@@ -185,6 +197,50 @@ func (t *tap) wait(ref string) (verdict.Record, bool) {
 		}
 		t.cond.Wait()
 	}
+}
+
+// newSigner makes a fresh Ed25519 DKIM key (RFC 8463) for sender.test,
+// selector "demo", and returns a signer and the key for the DNS record.
+func newSigner() (func(string) string, string, error) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, "", err
+	}
+	sign := func(msg string) string {
+		var out bytes.Buffer
+		err := dkim.Sign(&out, strings.NewReader(msg), &dkim.SignOptions{
+			Domain: "sender.test", Selector: "demo", Signer: priv,
+			HeaderKeys: []string{"From", "To", "Subject", "Message-ID"},
+		})
+		if err != nil {
+			return msg
+		}
+		return out.String()
+	}
+	return sign, base64.StdEncoding.EncodeToString(pub), nil
+}
+
+// authResultsOf returns a message's Authentication-Results field, unfolded
+// lines kept, for printing.
+func authResultsOf(data []byte) string {
+	var lines []string
+	in := false
+	for _, l := range strings.Split(string(data), "\r\n") {
+		switch {
+		case strings.HasPrefix(l, "Authentication-Results:"):
+			in = true
+		case in && (strings.HasPrefix(l, "\t") || strings.HasPrefix(l, " ")):
+		default:
+			in = false
+		}
+		if in {
+			lines = append(lines, "  "+l)
+		}
+		if l == "" {
+			break
+		}
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
 
 // dial opens a raw SMTP dialogue with the gateway.

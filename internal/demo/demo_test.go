@@ -27,7 +27,7 @@ func TestTour(t *testing.T) {
 		"accept / accepted", "reject / relay_denied", "reject / relay_denied",
 		"reject / message_too_large", "reject / bare_newline", "reject / backend_rcpt",
 		"reject / rule", "accept / accepted (shadow: demo-watch-lottery would reject)", "tag / accepted",
-		"reject / rule", "accept / accepted",
+		"reject / rule", "accept / accepted", "reject / rule",
 	}
 	text := out.String()
 	var rows []string
@@ -51,6 +51,12 @@ func TestTour(t *testing.T) {
 	}
 	eml, _ := os.ReadFile(emls[0])
 	tagged, _ := os.ReadFile(emls[2])
+	if !strings.Contains(text, "550 5.7.26 Unauthenticated mail from bank.test is r") {
+		t.Errorf("the spoofed bank.test message was not refused by DMARC:\n%s", text)
+	}
+	if !strings.Contains(text, "dkim=pass") || !strings.Contains(text, "dmarc=pass header.from=sender.test") || !strings.Contains(text, "spf=pass") {
+		t.Errorf("no passing Authentication-Results shown:\n%s", text)
+	}
 	if !strings.Contains(text, "554 5.7.1 Service unavailable; client [127.0.0.2] l") {
 		t.Errorf("the DNSBL example was not refused naming the list:\n%s", text)
 	}

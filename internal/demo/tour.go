@@ -20,9 +20,14 @@ type example struct {
 	from  string   // the client's address on loopback; "" = 127.0.0.1
 }
 
-func tour() []example {
+func tour(sign func(string) string) []example {
 	clean := "From: Alice <alice@sender.test>\r\nTo: Bob <bob@demo.test>\r\nSubject: hello from the demo\r\n" +
-		"Message-ID: <demo-1@sender.test>\r\n\r\nHi Bob,\r\n.. a line that starts with a dot survives.\r\n"
+		"Message-ID: <demo-1@sender.test>\r\n\r\nHi Bob,\r\n. a line that starts with a dot survives.\r\n"
+	clean = sign(clean) // example 1 is DKIM-signed: SPF, DKIM and DMARC pass
+	spoof := "From: The CEO <ceo@bank.test>\r\nTo: bob@demo.test\r\nSubject: urgent wire transfer\r\n" +
+		"Message-ID: <spoof-1@bank.test>\r\n\r\nPlease pay the attached invoice today.\r\n"
+	partner := "From: News <news@partner.test>\r\nTo: bob@demo.test\r\nSubject: partner newsletter\r\n" +
+		"Message-ID: <news-1@partner.test>\r\n\r\nHello from the partner.\r\n"
 	big := "Subject: a large attachment\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 4000)
 	lottery := "From: Lucky <lucky@sender.test>\r\nSubject: You are a WINNER\r\n\r\nClaim your prize.\r\n"
 	smuggle := "Subject: smuggling\r\n\r\nhello\n.\nMAIL FROM:<evil@smuggled.test>\r\nRCPT TO:<bob@demo.test>\r\nDATA\r\nSmuggled!\r\n"
@@ -37,7 +42,8 @@ func tour() []example {
 		{"a message a shadow rule would reject", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + lottery}, "", ""},
 		{"a client scoring over the tag threshold", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "localhost", ""},
 		{"a client listed in the DNSBL (127.0.0.2)", []string{"MAIL FROM:<offer@dialup.test>", "RCPT TO:<bob@demo.test>"}, "dialup-2.isp.test", "127.0.0.2"},
-		{"a clean client with confirmed rDNS (127.0.0.3)", []string{"MAIL FROM:<news@partner.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "mail.partner.test", "127.0.0.3"},
+		{"a clean client with confirmed rDNS (127.0.0.3)", []string{"MAIL FROM:<news@partner.test>", "RCPT TO:<bob@demo.test>", "DATA:" + partner}, "mail.partner.test", "127.0.0.3"},
+		{"a spoofed sender from a p=reject domain", []string{"MAIL FROM:<ceo@bank.test>", "RCPT TO:<bob@demo.test>", "DATA:" + spoof}, "mail.bank.test", "127.0.0.4"},
 	}
 }
 
@@ -45,12 +51,12 @@ var refRE = regexp.MustCompile(`\(ref ([0-9A-Z]{26})\)`)
 
 // runTour sends each example and prints what the client saw and the
 // verdict recorded for it.
-func runTour(out io.Writer, addr string, t *tap) {
+func runTour(out io.Writer, addr string, t *tap, sign func(string) string) {
 	fmt.Fprintf(out, "Tour: each example is a real SMTP transaction on loopback.\n\n")
 	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, " #\texample\tthe client saw\taction / reason")
 	var first string
-	for i, ex := range tour() {
+	for i, ex := range tour(sign) {
 		helo := ex.helo
 		if helo == "" {
 			helo = "client.sender.test"
@@ -106,7 +112,7 @@ func send(addr, from, helo string, steps []string) (string, error) {
 			return "", err
 		}
 		if isData && strings.HasPrefix(last, "354") {
-			if _, err := io.WriteString(c, body+".\r\n"); err != nil {
+			if _, err := io.WriteString(c, dotStuff(body)+".\r\n"); err != nil {
 				return "", err
 			}
 			if last, err = reply(r); err != nil {
@@ -119,6 +125,15 @@ func send(addr, from, helo string, steps []string) (string, error) {
 	}
 	command(c, r, "QUIT")
 	return last, nil
+}
+
+// dotStuff doubles a dot that starts a line, as every SMTP client must
+// (RFC 5321 §4.5.2); the gateway removes it again.
+func dotStuff(body string) string {
+	if strings.HasPrefix(body, ".") {
+		body = "." + body
+	}
+	return strings.ReplaceAll(body, "\r\n.", "\r\n..")
 }
 
 func command(c net.Conn, r *bufio.Reader, line string) (string, error) {

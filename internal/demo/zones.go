@@ -1,12 +1,29 @@
 package demo
 
-import "github.com/mxgate/mxgate/internal/resolver/zoneserver"
+import (
+	"strings"
+
+	"github.com/mxgate/mxgate/internal/resolver/zoneserver"
+)
 
 // The demo's DNS: a DNS block list with the RFC 5782 test points (so the
 // tour's client on 127.0.0.2 is listed and list health passes), reverse
 // DNS for the loopback clients, and their forward names. Served by an
 // in-process DNS server on loopback; the gateway sends DNS nowhere else.
-var demoZones = []zoneserver.Zone{
+//
+// sender.test publishes SPF for loopback, a DKIM key (made fresh at every
+// start: {{dkim}}) and DMARC p=reject; bank.test publishes SPF that no
+// loopback client passes and DMARC p=reject, so mail claiming to be from it
+// is refused with 5.7.26.
+func demoZones(dkimKey string) []zoneserver.Zone {
+	zs := append([]zoneserver.Zone(nil), baseZones...)
+	for i, z := range zs {
+		zs[i].Text = strings.ReplaceAll(z.Text, "{{dkim}}", dkimKey)
+	}
+	return zs
+}
+
+var baseZones = []zoneserver.Zone{
 	{Origin: "bl.demo.test.", Text: `$TTL 300
 @	SOA ns.demo.test. hostmaster.demo.test. 1 3600 600 86400 60
 @	NS ns.demo.test.
@@ -24,7 +41,16 @@ var demoZones = []zoneserver.Zone{
 	{Origin: "sender.test.", Text: `$TTL 300
 @	SOA ns.demo.test. hostmaster.demo.test. 1 3600 600 86400 60
 @	NS ns.demo.test.
+@	TXT	"v=spf1 ip4:127.0.0.0/8 -all"
+_dmarc	TXT	"v=DMARC1; p=reject; adkim=r; aspf=r"
+demo._domainkey	TXT	"v=DKIM1; k=ed25519; p={{dkim}}"
 client	A	127.0.0.1
+`},
+	{Origin: "bank.test.", Text: `$TTL 300
+@	SOA ns.demo.test. hostmaster.demo.test. 1 3600 600 86400 60
+@	NS ns.demo.test.
+@	TXT	"v=spf1 ip4:192.0.2.0/24 -all"
+_dmarc	TXT	"v=DMARC1; p=reject"
 `},
 	{Origin: "partner.test.", Text: `$TTL 300
 @	SOA ns.demo.test. hostmaster.demo.test. 1 3600 600 86400 60

@@ -216,7 +216,10 @@ func TestSetConfig(t *testing.T) {
 		t.Errorf("Hostname changed by SetConfig: %q", got)
 	}
 
-	// Flip OnData while clients run, for the race detector.
+	// Flip OnData while clients run, for the race detector. The earlier
+	// OnRcpt is cleared first, synchronously: the goroutine's first turn
+	// may come after the first RCPT.
+	s.SetConfig(func(cfg *Config) { cfg.OnRcpt, cfg.OnData = nil, nil })
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Go(func() {
