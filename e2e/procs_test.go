@@ -250,12 +250,13 @@ message:
   temp_dir: %q
 dns:
   servers: [%q]
+data_dir: %q
 verdict_log:
   path: %q
 log:
   level: info
 shutdown_grace: 3s
-`, gatewayHostname, g.addr, backend, g.spool, testDNS(t), g.verdicts)
+`, gatewayHostname, g.addr, backend, g.spool, testDNS(t), g.dir, g.verdicts)
 	if err := os.WriteFile(g.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,7 @@ const (
 	ReasonEarlyPipelining Reason = "early_pipelining" // commands ahead of replies without PIPELINING
 	ReasonRateLimit       Reason = "rate_limit"       // over a per-client rate limit
 	ReasonMailLoop        Reason = "mail_loop"        // too many Received header fields
+	ReasonGreylisted      Reason = "greylisted"       // deferred by greylisting
 	ReasonInternal        Reason = "internal_error"   // a fault of ours; details only in logs
 	ReasonRule            Reason = "rule"             // a policy rule decided; the record names it
 	ReasonScore           Reason = "score"            // the score crossed a threshold (policy.thresholds)

@@ -38,6 +38,9 @@ var (
 	ErrEarlyPipelining   = &Reply{550, [3]int{5, 5, 1}, "Protocol error: commands sent ahead of replies without PIPELINING", ReasonEarlyPipelining}
 	ErrEarlyPipelineDrop = &Reply{521, [3]int{5, 5, 1}, "Protocol error: commands sent ahead of replies without PIPELINING", ReasonEarlyPipelining}
 
+	// Greylisting (RFC 6647): the text says when to retry.
+	ErrGreylisted = &Reply{451, [3]int{4, 7, 1}, "Greylisted, please try again later", ReasonGreylisted}
+
 	// A message that has been around too often (RFC 5321 §6.3).
 	ErrMailLoop = &Reply{554, [3]int{5, 4, 6}, "Too many Received header fields: mail loop", ReasonMailLoop}
 

@@ -102,6 +102,9 @@ func (s *session) complete(tx *txn, rep *policy.Reply, stage policy.Stage, detai
 		if tx.applied != nil && rep == tx.applied.Reply {
 			rec.Action, rec.Stage = tx.applied.Action, tx.applied.Stage
 		}
+		if rep.Reason == policy.ReasonGreylisted {
+			rec.Action = policy.ActionGreylist
+		}
 		rp := verdict.ReplyOf(rep, tx.ref)
 		rec.Reply = &rp
 	}

@@ -78,6 +78,7 @@ func testConfig(backend string) *config.Config {
 	// loopback port, refused at once, unless a test serves zones.
 	cfg.DNS.Servers = []string{"127.0.0.1:1"}
 	cfg.DNS.Attempts = 1
+	cfg.Checks.Greylist.Store = "memory"
 	return &cfg
 }
 

@@ -43,9 +43,6 @@ func (s *session) mailDecision(tx *txn, from string) *policy.Reply {
 		return r
 	}
 	tx.from = addr
-	if r := s.rateLimited(ratelimit.Messages, policy.ErrRateMessages); r != nil {
-		return r
-	}
 	tx.vals = s.st.connValues()
 	tx.vals.Set("mail_from", addr.String())
 	tx.vals.Set("mail_from.domain", addr.Domain)
@@ -56,6 +53,10 @@ func (s *session) mailDecision(tx *txn, from string) *policy.Reply {
 		out = tx.evaluate(earlyStages...)
 	}
 	if out == nil {
+		return nil
+	}
+	if out.Action == policy.ActionGreylist {
+		tx.policyGreylist = true // greylisted per recipient, at RCPT
 		return nil
 	}
 	if out.Action != policy.ActionDrop && s.rt.Cfg.Policy.DelayReject {
@@ -84,15 +85,30 @@ func (s *session) rcptDecision(tx *txn, to string) (address.Addr, *policy.Reply)
 	if tx.pending != nil {
 		return addr, tx.pending.Reply
 	}
-	if r := s.rateLimited(ratelimit.Recipients, policy.ErrRateRecipients); r != nil {
-		return addr, r
-	}
 	s.joinRcptChecks(tx)
 	tx.vals.Set("rcpt", addr.String())
 	tx.vals.Set("rcpt.domain", addr.Domain)
 	if out := tx.evaluate(policy.StageRcpt); out != nil {
-		s.decided(tx, out)
-		return addr, out.Reply
+		if out.Action != policy.ActionGreylist {
+			s.decided(tx, out)
+			return addr, out.Reply
+		}
+		tx.policyGreylist = true
+	}
+	if r := s.greylistRcpt(tx, addr); r != nil {
+		return addr, r
+	}
+	// Rate limits are taken only by attempts that got past greylisting,
+	// so a greylisted sender's retries cost it nothing (and the message
+	// limit once per transaction).
+	if !tx.charged {
+		if r := s.rateLimited(ratelimit.Messages, policy.ErrRateMessages); r != nil {
+			return addr, r
+		}
+		tx.charged = true
+	}
+	if r := s.rateLimited(ratelimit.Recipients, policy.ErrRateRecipients); r != nil {
+		return addr, r
 	}
 	return addr, nil
 }
@@ -113,8 +129,18 @@ func (s *session) dataDecision(tx *txn, msg *spool.Message) *policy.Reply {
 	}
 	s.runDataChecks(tx, msg)
 	if out := tx.evaluate(policy.StageData); out != nil {
-		s.decided(tx, out)
-		return out.Reply
+		if out.Action != policy.ActionGreylist {
+			s.decided(tx, out)
+			return out.Reply
+		}
+		// A score only complete at DATA says greylist: every recipient's
+		// triplet must pass (RFC 6647 §2.2 allows deferring after DATA).
+		tx.policyGreylist = true
+		for _, rc := range tx.rcpts {
+			if r := s.greylistRcpt(tx, rc); r != nil {
+				return r
+			}
+		}
 	}
 	return nil
 }

@@ -1,14 +1,17 @@
 package server
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 
+	"github.com/mxgate/mxgate/checks/greylist"
 	"github.com/mxgate/mxgate/checks/registry"
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/greystore"
 	"github.com/mxgate/mxgate/internal/ratelimit"
 	"github.com/mxgate/mxgate/internal/resolver"
 	"github.com/mxgate/mxgate/internal/spool"
@@ -31,6 +34,9 @@ type Runtime struct {
 	Checks *registry.Set
 	// Limiter enforces checks.ratelimit; nil when no limit is set.
 	Limiter *ratelimit.Limiter
+	// Greylist is greylisting over its store; nil when disabled.
+	Greylist  *greylist.Greylist
+	greyStore greystore.Store
 	// headerFacts are the header.* facts some rule names: the only header
 	// fields a verdict record keeps (whole Received and DKIM-Signature
 	// fields of every message have no place there).
@@ -40,6 +46,13 @@ type Runtime struct {
 // NewRuntime builds a snapshot from a validated configuration. It does no
 // network I/O.
 func NewRuntime(cfg *config.Config, log *slog.Logger) (*Runtime, error) {
+	return buildRuntime(cfg, log, nil)
+}
+
+// buildRuntime builds a snapshot; on a reload prev is the running one,
+// whose greylist store is kept when its settings did not change (a bbolt
+// file cannot be opened twice).
+func buildRuntime(cfg *config.Config, log *slog.Logger, prev *Runtime) (*Runtime, error) {
 	doms, err := address.NewDomains(cfg.Domains)
 	if err != nil {
 		return nil, err
@@ -89,6 +102,19 @@ func NewRuntime(cfg *config.Config, log *slog.Logger) (*Runtime, error) {
 		}
 	}
 	rt := &Runtime{Cfg: cfg, Domains: doms, Relay: pool, Spool: sp, Resolver: res, Checks: set, headerFacts: hf}
+	if g := cfg.Checks.Greylist; g.Enabled {
+		if prev != nil && prev.greyStore != nil && prev.Cfg.Checks.Greylist.Store == g.Store && prev.Cfg.DataDir == cfg.DataDir {
+			rt.greyStore = prev.greyStore
+		} else {
+			st, err := greystore.Open(g.Store, cfg.DataDir)
+			if err != nil {
+				pool.Close()
+				return nil, fmt.Errorf("checks.greylist.store: %w", err)
+			}
+			rt.greyStore = st
+		}
+		rt.Greylist = greylist.New(rt.greyStore, greylistOptions(g))
+	}
 	rl := cfg.Checks.RateLimit
 	rates := map[ratelimit.Kind]ratelimit.Rate{
 		ratelimit.Connections: {Limit: rl.Connections.Limit, Per: rl.Connections.Per},
@@ -121,8 +147,16 @@ func localAddrs(cfg *config.Config) []netip.Addr {
 	return out
 }
 
+// greylistOptions converts the configuration.
+func greylistOptions(g config.Greylist) greylist.Options {
+	return greylist.Options{Delay: g.Delay, RetryWindow: g.RetryWindow, AllowFor: g.AllowFor, PrefixV4: g.PrefixV4, PrefixV6: g.PrefixV6}
+}
+
 // close releases what the runtime runs in the background.
 func (rt *Runtime) close() {
+	if rt.greyStore != nil {
+		rt.greyStore.Close()
+	}
 	rt.Relay.Close()
 	if rt.Checks != nil {
 		rt.Checks.Close()

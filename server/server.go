@@ -149,7 +149,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 	if fixed := fixedChanges(old.Cfg, cfg); len(fixed) > 0 {
 		return fmt.Errorf("reload: %s cannot change without a restart", strings.Join(fixed, ", "))
 	}
-	rt, err := NewRuntime(cfg, s.log)
+	rt, err := buildRuntime(cfg, s.log, old)
 	if err != nil {
 		return err
 	}
@@ -164,6 +164,10 @@ func (s *Server) Reload(cfg *config.Config) error {
 	if reflect.DeepEqual(old.Cfg.Checks.RateLimit, cfg.Checks.RateLimit) {
 		rt.Limiter = old.Limiter // keep the counters; changed limits start afresh
 	}
+	oldStore := old.greyStore
+	if oldStore == rt.greyStore {
+		oldStore = nil // kept by the new runtime
+	}
 	// Sessions on the old snapshot may use its pool and checks for a
 	// while; close them once they have had the grace period.
 	time.AfterFunc(cfg.ShutdownGrace+cfg.Limits.SessionTimeout, func() {
@@ -172,6 +176,9 @@ func (s *Server) Reload(cfg *config.Config) error {
 		}
 		if old.Checks != nil {
 			old.Checks.Close()
+		}
+		if oldStore != nil {
+			oldStore.Close()
 		}
 	})
 	if rt.Checks != nil {

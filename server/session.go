@@ -103,6 +103,10 @@ type txn struct {
 	results []checks.Result
 	// rcptChecks were started at MAIL and are joined at the first RCPT.
 	rcptChecks *checks.Pending
+	// policyGreylist: a rule or the greylist threshold said greylist.
+	policyGreylist bool
+	// charged: the message rate limit was taken for this transaction.
+	charged bool
 }
 
 // noteRcpt records one RCPT and what it was answered.

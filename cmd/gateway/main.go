@@ -27,6 +27,7 @@ commands:
   check-config   validate a configuration (--config FILE); exit 1 on any problem
   explain        run one transaction through the policy without SMTP:
                  --config FILE --ip IP --helo NAME --from ADDR --rcpt ADDR [--rcpt ...] [--json] [message.eml]
+  greylist       inspect and edit the greylist store: list, allow, release, delete
   replay         re-decide recorded transactions under a policy:
                  --config FILE [--json] verdicts.jsonl...; exit 0 unchanged, 1 changed, 2 error
   version        print version and build information
@@ -67,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return explainCmd(fs, args, stdout, stderr)
 	case "replay":
 		return replayCmd(fs, args, stdout, stderr)
+	case "greylist":
+		return greylistCmd(args, stdout, stderr)
 	case "demo":
 		listen := fs.String("listen", "127.0.0.1:2525", "address the demo gateway listens on")
 		tour := fs.Bool("tour", true, "send the guided tour of example transactions")

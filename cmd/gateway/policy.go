@@ -48,6 +48,10 @@ func explainCmd(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Greylisting is explained against an empty store of its own: the real
+	// one belongs to the running gateways (and a bbolt file to one
+	// process), and explaining must not change it.
+	cfg.Checks.Greylist.Store = "memory"
 	rt, err := server.NewRuntime(cfg, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "gateway explain:", err)

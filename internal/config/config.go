@@ -42,6 +42,8 @@ type Config struct {
 	VerdictLog VerdictLog `yaml:"verdict_log"`
 	// Log configures operational logging (slog JSON on stderr).
 	Log Log `yaml:"log"`
+	// DataDir holds the gateway's own files (the embedded greylist store).
+	DataDir string `yaml:"data_dir"`
 	// ShutdownGrace is how long SIGTERM/SIGINT wait for transactions in
 	// flight before every connection is closed.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
@@ -193,6 +195,34 @@ type Checks struct {
 	Protocol  Protocol      `yaml:"protocol"`
 	IPLists   []IPList      `yaml:"iplists"`
 	RateLimit RateLimit     `yaml:"ratelimit"`
+	Greylist  Greylist      `yaml:"greylist"`
+}
+
+// Greylist configures greylisting (RFC 6647), keyed on the sender's
+// organisation when it is authenticated, so pools of sending addresses
+// retry as one (docs/greylisting.md).
+type Greylist struct {
+	// Enabled turns greylisting on. With When "suspicious" it acts only
+	// where the policy says greylist (a rule or thresholds.greylist).
+	Enabled bool `yaml:"enabled"`
+	// When is "suspicious" (only when the policy says greylist) or
+	// "always" (every transaction not exempted).
+	When string `yaml:"when"`
+	// Store is "memory", "bbolt:PATH" (relative to data_dir) or
+	// "redis://host:port/db" (shared by several gateways).
+	Store string `yaml:"store"`
+	// Delay before a retry passes; RetryWindow after the first attempt in
+	// which it must come; AllowFor a client is let through without
+	// greylisting after it passed (refreshed on each pass).
+	Delay       time.Duration `yaml:"delay"`
+	RetryWindow time.Duration `yaml:"retry_window"`
+	AllowFor    time.Duration `yaml:"allow_for"`
+	// PrefixV4 and PrefixV6 group unauthenticated clients by network.
+	PrefixV4 int `yaml:"prefix_v4"`
+	PrefixV6 int `yaml:"prefix_v6"`
+	// SkipSPFPass exempts senders whose SPF passes (their retries come
+	// from the same organisation anyway).
+	SkipSPFPass bool `yaml:"skip_spf_pass"`
 }
 
 // DKIM configures DKIM verification (RFC 6376).
@@ -423,12 +453,18 @@ func Default() Config {
 			DMARC:    Toggle{Enabled: true},
 			Pregreet: Pregreet{Action: "enforce"},
 			Protocol: Protocol{NonSMTP: "drop", EarlyPipelining: "enforce"},
+			Greylist: Greylist{
+				Enabled: true, When: "suspicious", Store: "bbolt:greylist.db",
+				Delay: 5 * time.Minute, RetryWindow: 48 * time.Hour, AllowFor: 35 * 24 * time.Hour,
+				PrefixV4: 24, PrefixV6: 64,
+			},
 			RateLimit: RateLimit{
 				Connections: Rate{Per: time.Minute},
 				Messages:    Rate{Per: time.Hour},
 				Recipients:  Rate{Per: time.Hour},
 			},
 		},
+		DataDir:       "/var/lib/mxgate",
 		VerdictLog:    VerdictLog{Path: "-"},
 		Log:           Log{Level: "info"},
 		ShutdownGrace: 30 * time.Second,

@@ -104,7 +104,6 @@ func compilePolicy(file string, cfg *Config) Errors {
 		errs = append(errs, Error(e))
 	}
 	if len(errs) == 0 {
-		errs = append(errs, notYet(file, eng)...)
 		p.Engine = eng
 	}
 	return errs
@@ -142,17 +141,4 @@ func ruleFile(name string, data []byte) ([]*policy.Rule, policy.Errors) {
 		return nil, policy.Errors{{File: name, Line: root.Line, Path: path, Msg: "want a list of rules, got " + yamldiag.Describe(root)}}
 	}
 	return policy.ParseRules(name, path, root)
-}
-
-// notYet refuses what the policy language has but this build cannot do
-// safely yet: a greylist action with no greylist store would defer the
-// same message forever.
-func notYet(file string, eng *policy.Engine) Errors {
-	var errs Errors
-	for _, r := range eng.Rules() {
-		if r.Action == policy.ActionGreylist {
-			errs = append(errs, Error{File: r.File, Line: r.Line, Path: r.Name, Msg: "action greylist needs greylisting (checks.greylist), which this version does not have yet"})
-		}
-	}
-	return errs
 }

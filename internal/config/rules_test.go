@@ -48,21 +48,3 @@ policy:
 		t.Fatalf("got %v, want %q", err, want)
 	}
 }
-
-// TestGreylistNotYet: without a greylist store a greylist action would
-// defer the same message forever, so it is refused, with its line.
-func TestGreylistNotYet(t *testing.T) {
-	_, err := Parse("gl.yaml", []byte(`hostname: mx.example.com
-domains: [example.com]
-backend: { servers: ["127.0.0.1:10025"] }
-policy:
-  rules:
-    - name: gl
-      if: { helo: localhost }
-      action: greylist
-`))
-	want := "gl.yaml:6: gl: action greylist needs greylisting (checks.greylist), which this version does not have yet"
-	if err == nil || !strings.Contains(err.Error(), want) {
-		t.Fatalf("got %v, want %q", err, want)
-	}
-}

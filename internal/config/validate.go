@@ -90,6 +90,10 @@ func (v *validator) config(c *Config) {
 	v.dns(&c.DNS)
 	v.checks(&c.Checks)
 	v.policy(&c.Policy)
+	v.greylist(&c.Checks.Greylist)
+	if c.DataDir == "" {
+		v.fail("data_dir", "required (the directory for the gateway's own files)")
+	}
 	if c.VerdictLog.Path == "" {
 		v.fail("verdict_log.path", `required (a file, or "-" for standard output)`)
 	}
@@ -99,9 +103,6 @@ func (v *validator) config(c *Config) {
 
 func (v *validator) policy(p *Policy) {
 	v.oneOf("policy.mode", p.Mode, "enforce", "shadow")
-	if p.Thresholds.Greylist.Set {
-		v.fail("policy.thresholds.greylist", "needs greylisting (checks.greylist), which this version does not have yet")
-	}
 	t := p.Thresholds
 	if t.Tag.Set && t.Reject.Set && t.Tag.Value >= t.Reject.Value {
 		v.fail("policy.thresholds.tag", "%g is not below the reject threshold %g: nothing would ever be tagged", t.Tag.Value, t.Reject.Value)
@@ -929,4 +930,30 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// greylist checks checks.greylist. Whether the store can be opened (the
+// data directory exists, Redis answers) is for serve to find out at start,
+// with a clear error; check-config may run on another machine.
+func (v *validator) greylist(g *Greylist) {
+	v.oneOf("checks.greylist.when", g.When, "suspicious", "always")
+	switch {
+	case g.Store == "memory", strings.HasPrefix(g.Store, "redis://"):
+	case strings.HasPrefix(g.Store, "bbolt:") && len(g.Store) > len("bbolt:"):
+	default:
+		v.fail("checks.greylist.store", `want "memory", "bbolt:PATH" or "redis://host:port/db", got %q`, g.Store)
+	}
+	if g.Delay < time.Second {
+		v.fail("checks.greylist.delay", "must be at least 1s, got %s", fmtDur(g.Delay))
+	}
+	if g.RetryWindow <= g.Delay {
+		v.fail("checks.greylist.retry_window", "must be longer than delay (%s), got %s", fmtDur(g.Delay), fmtDur(g.RetryWindow))
+	}
+	v.positive("checks.greylist.allow_for", g.AllowFor)
+	if g.PrefixV4 < 8 || g.PrefixV4 > 32 {
+		v.fail("checks.greylist.prefix_v4", "must be from 8 to 32, got %d", g.PrefixV4)
+	}
+	if g.PrefixV6 < 16 || g.PrefixV6 > 128 {
+		v.fail("checks.greylist.prefix_v6", "must be from 16 to 128, got %d", g.PrefixV6)
+	}
 }

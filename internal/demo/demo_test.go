@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-var rowRE = regexp.MustCompile(`^ [0-9]+ +[a-z]`)
+var rowRE = regexp.MustCompile(`^ [0-9]+ +\S`)
 
 // TestTour runs the demo as `gateway demo --exit` does and checks that each
 // example ended as the tour says it does, that the accepted message was
@@ -28,6 +28,7 @@ func TestTour(t *testing.T) {
 		"reject / message_too_large", "reject / bare_newline", "reject / backend_rcpt",
 		"reject / rule", "accept / accepted (shadow: demo-watch-lottery would reject)", "tag / accepted",
 		"reject / rule", "accept / accepted", "reject / rule",
+		"greylist / greylisted", "accept / accepted",
 	}
 	text := out.String()
 	var rows []string
@@ -46,8 +47,8 @@ func TestTour(t *testing.T) {
 		}
 	}
 	emls, _ := filepath.Glob(filepath.Join(dir, "mail", "*.eml"))
-	if len(emls) != 4 {
-		t.Fatalf("want 4 stored messages, have %d", len(emls))
+	if len(emls) != 5 {
+		t.Fatalf("want 5 stored messages, have %d", len(emls))
 	}
 	eml, _ := os.ReadFile(emls[0])
 	tagged, _ := os.ReadFile(emls[2])

@@ -10,14 +10,16 @@ import (
 	"regexp"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // example is one transaction of the tour.
 type example struct {
 	title string
-	steps []string // client lines; "DATA:" + body sends DATA and the body as raw bytes
-	helo  string   // "" = client.sender.test
-	from  string   // the client's address on loopback; "" = 127.0.0.1
+	steps []string      // client lines; "DATA:" + body sends DATA and the body as raw bytes
+	helo  string        // "" = client.sender.test
+	from  string        // the client's address on loopback; "" = 127.0.0.1
+	pause time.Duration // wait this long first (a greylisting retry)
 }
 
 func tour(sign func(string) string) []example {
@@ -26,24 +28,28 @@ func tour(sign func(string) string) []example {
 	clean = sign(clean) // example 1 is DKIM-signed: SPF, DKIM and DMARC pass
 	spoof := "From: The CEO <ceo@bank.test>\r\nTo: bob@demo.test\r\nSubject: urgent wire transfer\r\n" +
 		"Message-ID: <spoof-1@bank.test>\r\n\r\nPlease pay the attached invoice today.\r\n"
+	news := "From: News <news@newsletter.test>\r\nTo: bob@demo.test\r\nSubject: weekly news\r\n" +
+		"Message-ID: <weekly-1@newsletter.test>\r\n\r\nThis week.\r\n"
 	partner := "From: News <news@partner.test>\r\nTo: bob@demo.test\r\nSubject: partner newsletter\r\n" +
 		"Message-ID: <news-1@partner.test>\r\n\r\nHello from the partner.\r\n"
 	big := "Subject: a large attachment\r\n\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 4000)
 	lottery := "From: Lucky <lucky@sender.test>\r\nSubject: You are a WINNER\r\n\r\nClaim your prize.\r\n"
 	smuggle := "Subject: smuggling\r\n\r\nhello\n.\nMAIL FROM:<evil@smuggled.test>\r\nRCPT TO:<bob@demo.test>\r\nDATA\r\nSmuggled!\r\n"
 	return []example{
-		{"a clean message", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "", ""},
-		{"a recipient outside our domains", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim@elsewhere.test>"}, "", ""},
-		{"a %-hack relay attempt", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim%elsewhere.test@demo.test>"}, "", ""},
-		{"a message over the size limit", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + big}, "", ""},
-		{"an SMTP smuggling attempt (\\n.\\n)", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + smuggle}, "", ""},
-		{"a recipient the backend refuses", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<" + unknown + ">"}, "", ""},
-		{"a sender a rule rejects (custom reply)", []string{"MAIL FROM:<bulk@spammer.test>", "RCPT TO:<bob@demo.test>"}, "", ""},
-		{"a message a shadow rule would reject", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + lottery}, "", ""},
-		{"a client scoring over the tag threshold", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "localhost", ""},
-		{"a client listed in the DNSBL (127.0.0.2)", []string{"MAIL FROM:<offer@dialup.test>", "RCPT TO:<bob@demo.test>"}, "dialup-2.isp.test", "127.0.0.2"},
-		{"a clean client with confirmed rDNS (127.0.0.3)", []string{"MAIL FROM:<news@partner.test>", "RCPT TO:<bob@demo.test>", "DATA:" + partner}, "mail.partner.test", "127.0.0.3"},
-		{"a spoofed sender from a p=reject domain", []string{"MAIL FROM:<ceo@bank.test>", "RCPT TO:<bob@demo.test>", "DATA:" + spoof}, "mail.bank.test", "127.0.0.4"},
+		{"a clean message", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "", "", 0},
+		{"a recipient outside our domains", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim@elsewhere.test>"}, "", "", 0},
+		{"a %-hack relay attempt", []string{"MAIL FROM:<spammer@sender.test>", "RCPT TO:<victim%elsewhere.test@demo.test>"}, "", "", 0},
+		{"a message over the size limit", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + big}, "", "", 0},
+		{"an SMTP smuggling attempt (\\n.\\n)", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + smuggle}, "", "", 0},
+		{"a recipient the backend refuses", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<" + unknown + ">"}, "", "", 0},
+		{"a sender a rule rejects (custom reply)", []string{"MAIL FROM:<bulk@spammer.test>", "RCPT TO:<bob@demo.test>"}, "", "", 0},
+		{"a message a shadow rule would reject", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + lottery}, "", "", 0},
+		{"a client scoring over the tag threshold", []string{"MAIL FROM:<alice@sender.test>", "RCPT TO:<bob@demo.test>", "DATA:" + clean}, "localhost", "", 0},
+		{"a client listed in the DNSBL (127.0.0.2)", []string{"MAIL FROM:<offer@dialup.test>", "RCPT TO:<bob@demo.test>"}, "dialup-2.isp.test", "127.0.0.2", 0},
+		{"a clean client with confirmed rDNS (127.0.0.3)", []string{"MAIL FROM:<news@partner.test>", "RCPT TO:<bob@demo.test>", "DATA:" + partner}, "mail.partner.test", "127.0.0.3", 0},
+		{"a spoofed sender from a p=reject domain", []string{"MAIL FROM:<ceo@bank.test>", "RCPT TO:<bob@demo.test>", "DATA:" + spoof}, "mail.bank.test", "127.0.0.4", 0},
+		{"a greylisted first attempt", []string{"MAIL FROM:<news@newsletter.test>", "RCPT TO:<bob@demo.test>", "DATA:" + news}, "", "", 0},
+		{"... its retry after the delay", []string{"MAIL FROM:<news@newsletter.test>", "RCPT TO:<bob@demo.test>", "DATA:" + news}, "", "", 1200 * time.Millisecond},
 	}
 }
 
@@ -57,6 +63,7 @@ func runTour(out io.Writer, addr string, t *tap, sign func(string) string) {
 	fmt.Fprintln(tw, " #\texample\tthe client saw\taction / reason")
 	var first string
 	for i, ex := range tour(sign) {
+		time.Sleep(ex.pause)
 		helo := ex.helo
 		if helo == "" {
 			helo = "client.sender.test"

@@ -46,6 +46,11 @@ _dmarc	TXT	"v=DMARC1; p=reject; adkim=r; aspf=r"
 demo._domainkey	TXT	"v=DKIM1; k=ed25519; p={{dkim}}"
 client	A	127.0.0.1
 `},
+	{Origin: "newsletter.test.", Text: `$TTL 300
+@	SOA ns.demo.test. hostmaster.demo.test. 1 3600 600 86400 60
+@	NS ns.demo.test.
+@	TXT	"v=spf1 ip4:127.0.0.0/8 -all"
+`},
 	{Origin: "bank.test.", Text: `$TTL 300
 @	SOA ns.demo.test. hostmaster.demo.test. 1 3600 600 86400 60
 @	NS ns.demo.test.

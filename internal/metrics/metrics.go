@@ -38,6 +38,11 @@ var (
 		Help:    "How long each check took.",
 		Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"check"})
+	// GreylistErrors counts greylist store failures (mail let through).
+	GreylistErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "gateway", Name: "greylist_store_errors_total",
+		Help: "Greylist store failures; the mail was accepted without greylisting (fail open).",
+	})
 	// Replies counts the final replies by class (2xx, 4xx, 5xx).
 	Replies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gateway", Name: "replies_total",
@@ -46,7 +51,7 @@ var (
 )
 
 func init() {
-	Registry.MustRegister(Transactions, RuleMatches, Replies, CheckResults, CheckSeconds, dnsblHealth{})
+	Registry.MustRegister(Transactions, RuleMatches, Replies, CheckResults, CheckSeconds, GreylistErrors, dnsblHealth{})
 }
 
 // Record counts what one verdict record says. It is the only hook: every

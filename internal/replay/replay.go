@@ -94,6 +94,16 @@ func old(rec *verdict.Record) (Decision, string) {
 	if rec.Shadow != nil {
 		return Decision(rec.Shadow.Action), rec.Shadow.Rule
 	}
+	for _, r := range rec.Rules {
+		if r.Action == policy.ActionGreylist && !r.Shadow && rec.Greylist != nil {
+			// A rule said greylist; whether the store then deferred or
+			// passed the attempt is the store's state, which replay
+			// cannot know, so the decision compared is "greylist".
+			// (With checks.greylist.when: always greylisting is not a
+			// policy decision, and replay leaves it out.)
+			return Decision(policy.ActionGreylist), r.Name
+		}
+	}
 	switch {
 	case rec.Reason == policy.ReasonRule || rec.Reason == policy.ReasonScore:
 		return Decision(rec.Action), deciding(rec)

@@ -41,6 +41,10 @@ type Record struct {
 	// Facts are the facts the decision was made from, by name
 	// (docs/policy.md), so `gateway replay` can decide again without DNS.
 	Facts map[string]any `json:"facts,omitempty"`
+	// Greylist is the greylisting decision of the last recipient it
+	// applied to: the triplet key, when it was first seen, when a retry
+	// passes, and the reference id of the first attempt (for release).
+	Greylist *Greylist `json:"greylist,omitempty"`
 	// Shadow is what policy.mode: shadow kept the gateway from doing.
 	Shadow *Shadow `json:"shadow,omitempty"`
 
@@ -97,6 +101,15 @@ type Rule struct {
 	Score  float64       `json:"score,omitempty"`
 	Shadow bool          `json:"shadow,omitempty"`
 	Stage  policy.Stage  `json:"stage"`
+}
+
+// Greylist is a greylisting decision.
+type Greylist struct {
+	State     string    `json:"state"`
+	Key       string    `json:"key,omitempty"`
+	Ref       string    `json:"ref,omitempty"`
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+	PassAt    time.Time `json:"pass_at,omitzero"`
 }
 
 // Shadow is a decision that was recorded but not applied, because the
