@@ -148,7 +148,7 @@ func authservID(value string) string {
 		}
 		v = strings.TrimSpace(v[i+1:])
 	}
-	if i := strings.IndexAny(v, "; ("); i >= 0 {
+	if i := strings.IndexFunc(v, func(c rune) bool { return c <= ' ' || c == ';' || c == '(' || c == 0x7f }); i >= 0 {
 		v = v[:i]
 	}
 	return v
