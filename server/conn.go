@@ -46,6 +46,12 @@ type conn struct {
 	// transaction refuse it (see session.data).
 	bareCR atomic.Int64
 	prevCR bool // the last byte read was a CR (only the reading goroutine touches it)
+	// encrypted is set once the session runs over TLS: the bytes this
+	// wrapper sees are then ciphertext, whose CRs mean nothing (counting
+	// them refused TLS mail at random). go-smtp offers no view of the
+	// decrypted stream, so the hidden-bare-CR check covers plaintext
+	// sessions only.
+	encrypted atomic.Bool
 
 	// closeAfterReply closes the connection as soon as the next reply is
 	// written: after a line over the limit go-smtp would otherwise answer
@@ -114,7 +120,7 @@ func (c *conn) read(b []byte) (int, error) {
 }
 
 func (c *conn) countBareCR(b []byte) {
-	if len(b) == 0 {
+	if len(b) == 0 || c.encrypted.Load() {
 		return
 	}
 	if c.prevCR && b[0] != '\n' {

@@ -47,6 +47,12 @@ type Server struct {
 // New builds a server from a validated configuration. Listeners are opened
 // by Start.
 func New(cfg *config.Config, verdicts *verdict.Writer, log *slog.Logger) (*Server, error) {
+	// Loaded before the runtime is built, so a bad certificate leaves
+	// nothing running behind it.
+	tlsConfig, err := serverTLS(cfg.TLS, log)
+	if err != nil {
+		return nil, err
+	}
 	rt, err := NewRuntime(cfg, log)
 	if err != nil {
 		return nil, err
@@ -84,6 +90,18 @@ func New(cfg *config.Config, verdicts *verdict.Writer, log *slog.Logger) (*Serve
 	// Advertised so internationalized mail can be taken; when the backend
 	// lacks SMTPUTF8 the first RCPT of such a transaction gets 550 5.6.7.
 	srv.EnableSMTPUTF8 = true
+	// STARTTLS (RFC 3207) when a certificate is configured; the
+	// certificate is read again when its files change (tls.go).
+	if tlsConfig != nil {
+		srv.TLSConfig = tlsConfig
+	}
+	// REQUIRETLS (RFC 8689) stays off even with TLS: a message that asks
+	// for it may only be relayed over TLS with a verified certificate, and
+	// the relay does not yet enforce that per message (backend.tls.mode
+	// "opportunistic" or verify: false would silently downgrade). Turn it
+	// on once the relay refuses a REQUIRETLS transaction (5.7.10) unless
+	// the backend connection is verified TLS.
+	srv.EnableREQUIRETLS = false
 	srv.ErrorLog = errorLog{log}
 	s.smtp = srv
 	return s, nil
@@ -193,6 +211,9 @@ func fixedChanges(a, b *config.Config) []string {
 	var out []string
 	if a.Hostname != b.Hostname {
 		out = append(out, "hostname") // go-smtp's banner name is fixed at start
+	}
+	if !reflect.DeepEqual(a.TLS, b.TLS) {
+		out = append(out, "tls") // the certificate loader is built at start (it follows file changes itself)
 	}
 	if !reflect.DeepEqual(a.Listen, b.Listen) {
 		out = append(out, "listen")

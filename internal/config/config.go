@@ -25,6 +25,10 @@ type Config struct {
 	Domains []string `yaml:"domains"`
 	// Backend is the mail server that accepted mail is relayed to.
 	Backend Backend `yaml:"backend"`
+	// TLS is the certificate for STARTTLS offered to clients.
+	TLS TLS `yaml:"tls"`
+	// Admin is the HTTP listener for /metrics, /healthz and /readyz.
+	Admin Admin `yaml:"admin"`
 	// Limits bound what one client can make the gateway do.
 	Limits Limits `yaml:"limits"`
 	// Message controls how message data is buffered and canonicalised.
@@ -47,6 +51,20 @@ type Config struct {
 	// ShutdownGrace is how long SIGTERM/SIGINT wait for transactions in
 	// flight before every connection is closed.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+// TLS configures inbound STARTTLS (RFC 3207). Empty Cert and Key: no
+// STARTTLS. The files are read again when they change (certbot renewals),
+// without a restart.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Admin configures the admin HTTP listener; off when Listen is empty.
+type Admin struct {
+	// Listen is host:port, loopback unless you mean otherwise.
+	Listen string `yaml:"listen"`
 }
 
 // Listener is one listening address.
@@ -78,6 +96,10 @@ type Backend struct {
 	TLS      BackendTLS      `yaml:"tls"`
 	Timeouts BackendTimeouts `yaml:"timeouts"`
 	Pool     Pool            `yaml:"pool"`
+	// ClientIdentity passes the real client's address, name and HELO to
+	// the backend with XCLIENT or XFORWARD (Postfix) when it advertises
+	// one: "auto" or "off".
+	ClientIdentity string `yaml:"client_identity"`
 	// RetryDown is how long a backend server that refused a connection is
 	// skipped before it is tried again (while another one is available).
 	RetryDown time.Duration `yaml:"retry_down"`
@@ -419,7 +441,8 @@ func Default() Config {
 				IdleTimeout: 30 * time.Second,
 				MaxMessages: 100,
 			},
-			RetryDown: 10 * time.Second,
+			RetryDown:      10 * time.Second,
+			ClientIdentity: "auto",
 		},
 		Limits: Limits{
 			MaxMessageSize:      25 << 20,

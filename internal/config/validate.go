@@ -91,6 +91,22 @@ func (v *validator) config(c *Config) {
 	v.checks(&c.Checks)
 	v.policy(&c.Policy)
 	v.greylist(&c.Checks.Greylist)
+	v.oneOf("backend.client_identity", c.Backend.ClientIdentity, "auto", "off")
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		v.fail("tls", "give both cert and key, or neither")
+	}
+	for _, f := range []struct{ path, file string }{{"tls.cert", c.TLS.Cert}, {"tls.key", c.TLS.Key}} {
+		if f.file != "" {
+			if _, err := os.Stat(f.file); err != nil {
+				v.fail(f.path, "%v", err)
+			}
+		}
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			v.fail("admin.listen", "want host:port like \"127.0.0.1:9025\", got %q", c.Admin.Listen)
+		}
+	}
 	if c.DataDir == "" {
 		v.fail("data_dir", "required (the directory for the gateway's own files)")
 	}
