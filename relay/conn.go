@@ -72,12 +72,16 @@ func (b *bufConn) clamp(t time.Time) time.Time {
 // conn is one greeted backend connection with no transaction open (while
 // idle) or with the transaction of one Txn (while in use).
 type conn struct {
-	id     uint64
-	srv    *server
-	raw    net.Conn // the TCP connection, for liveness checks and closing
-	bc     *bufConn
-	client *smtp.Client
-	tls    bool
+	id      uint64
+	srv     *server
+	raw     net.Conn // the TCP connection, for liveness checks and closing
+	bc      *bufConn
+	cc      *cmdConn // what client talks through, for commands it lacks
+	client  *smtp.Client
+	tlsConn *tls.Conn // nil: plaintext
+	// xclient: XCLIENT was sent, so the session may carry another
+	// client's identity; the connection is closed after the transaction.
+	xclient bool
 
 	lastUsed time.Time // when it last went idle
 	msgs     int       // messages completed on it
@@ -111,10 +115,10 @@ func (c *conn) quit(timeout time.Duration) {
 
 // tlsState returns the TLS state of a connection that did STARTTLS.
 func (c *conn) tlsState() (tls.ConnectionState, bool) {
-	if !c.tls {
+	if c.tlsConn == nil {
 		return tls.ConnectionState{}, false
 	}
-	return c.client.TLSConnectionState()
+	return c.tlsConn.ConnectionState(), true
 }
 
 // alive reports whether an idle connection still looks usable, without a

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
-	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -36,13 +34,13 @@ func (p *Pool) connect(ctx context.Context, s *server, deadline time.Time) (*con
 	}
 }
 
-// connectOpportunistic uses STARTTLS when the server advertises it. go-smtp
-// can only do STARTTLS straight after connecting (NewClientStartTLS), not on
-// a connection greeted as us, so the first connection that finds STARTTLS
-// advertised is closed and a new one made with TLS; the server is then
-// remembered as a TLS server and later dials start with TLS. A failed
-// handshake makes the server plaintext for RetryDown: opportunistic TLS
-// must not turn a working backend into an unreachable one.
+// connectOpportunistic uses STARTTLS when the server advertises it. A
+// connection is set up as plaintext or as TLS from the start (greet), so
+// the first connection that finds STARTTLS advertised is closed and a new
+// one made with TLS; the server is then remembered as a TLS server and
+// later dials start with TLS. A failed handshake makes the server
+// plaintext for RetryDown: opportunistic TLS must not turn a working
+// backend into an unreachable one.
 func (p *Pool) connectOpportunistic(ctx context.Context, s *server, deadline time.Time) (*conn, *connectError) {
 	if p.wantTLS(s) {
 		c, err := p.newConn(ctx, s, deadline, true)
@@ -106,7 +104,7 @@ func (p *Pool) newConn(ctx context.Context, s *server, deadline time.Time, useTL
 	bc := newBufConn(raw)
 	bc.limit = deadline
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
-	cl, cerr := p.greet(ctx, bc, s, useTLS)
+	cl, cc, tc, cerr := p.greet(ctx, bc, s, useTLS)
 	if !stop() && cerr == nil {
 		cerr = connectFailure(ctx, ctx.Err())
 		_ = cl.Close()
@@ -119,12 +117,13 @@ func (p *Pool) newConn(ctx context.Context, s *server, deadline time.Time, useTL
 	cl.CommandTimeout = p.cfg.Timeouts.Command
 	cl.SubmissionTimeout = p.cfg.Timeouts.Final
 	c := &conn{
-		id:     p.connID.Add(1),
-		srv:    s,
-		raw:    raw,
-		bc:     bc,
-		client: cl,
-		tls:    useTLS,
+		id:      p.connID.Add(1),
+		srv:     s,
+		raw:     raw,
+		bc:      bc,
+		cc:      cc,
+		client:  cl,
+		tlsConn: tc,
 	}
 	if st, ok := c.tlsState(); ok {
 		p.log.Debug("backend connected", "backend", s.addr, "conn", c.id,
@@ -137,46 +136,62 @@ func (p *Pool) newConn(ctx context.Context, s *server, deadline time.Time, useTL
 
 // greet runs the greeting, EHLO and, with useTLS, STARTTLS and the second
 // EHLO (RFC 3207 §4.2: what the server said before TLS is forgotten). The
-// first EHLO of NewClientStartTLS says "localhost"; go-smtp does not let us
-// name ourselves there, only after TLS.
-func (p *Pool) greet(ctx context.Context, bc *bufConn, s *server, useTLS bool) (*smtp.Client, *connectError) {
+// relay does STARTTLS itself rather than with go-smtp's
+// NewClientStartTLS, so that the client above TLS talks through a
+// cmdConn (see there), and it greets as itself before TLS as well.
+func (p *Pool) greet(ctx context.Context, bc *bufConn, s *server, useTLS bool) (*smtp.Client, *cmdConn, *tls.Conn, *connectError) {
 	if !useTLS {
-		cl := smtp.NewClient(bc)
+		cc := newCmdConn(bc)
+		cl := smtp.NewClient(cc)
 		if err := cl.Hello(p.helo); err != nil {
 			_ = cl.Close()
-			return nil, connectFailure(ctx, err)
+			return nil, nil, nil, connectFailure(ctx, err)
 		}
-		return cl, nil
+		return cl, cc, nil, nil
 	}
-	cl, err := smtp.NewClientStartTLS(bc, s.tlsConfig)
-	if err != nil {
-		// It closed the connection. Greeting and EHLO failures are the
-		// server's; STARTTLS missing or refused (RFC 3207 §4: 454) is a
-		// TLS failure.
+	plain := newCmdConn(bc)
+	pre := smtp.NewClient(plain)
+	pre.CommandTimeout = p.cfg.Timeouts.Command
+	// Greeting and EHLO failures are the server's; STARTTLS missing or
+	// refused (RFC 3207 §4: 454), or a handshake that fails, is a TLS
+	// failure.
+	if err := pre.Hello(p.helo); err != nil {
+		_ = pre.Close()
+		return nil, nil, nil, connectFailure(ctx, err)
+	}
+	if ok, _ := pre.Extension("STARTTLS"); !ok {
+		_ = pre.Close()
+		ce := connectFailure(ctx, errors.New("backend does not advertise STARTTLS"))
+		ce.tlsFailure = true
+		return nil, nil, nil, ce
+	}
+	if _, _, err := plain.cmd(p.cfg.Timeouts.Command, "STARTTLS"); err != nil {
+		_ = pre.Close()
 		ce := connectFailure(ctx, err)
 		var se *smtp.SMTPError
-		isReply := errors.As(err, &se)
-		ce.tlsFailure = ce.reply != policy.ErrBackendTimout && !isTransport(err) &&
-			!(isReply && (se.Code == 421 || se.Code == 554))
-		return nil, ce
+		ce.tlsFailure = errors.As(err, &se) && se.Code != 421 && se.Code != 554
+		return nil, nil, nil, ce
 	}
-	// The handshake happens on first use, so a certificate that does not
-	// verify shows up here.
-	if err := cl.Hello(p.helo); err != nil {
-		st, _ := cl.TLSConnectionState()
-		_ = cl.Close()
+	// pre is done with: the stream continues in TLS under a new client.
+	tc := tls.Client(plain, s.tlsConfig)
+	hsDeadline := time.Now().Add(p.cfg.Timeouts.Command)
+	if err := tc.SetDeadline(hsDeadline); err != nil {
+		_ = tc.Close()
+		return nil, nil, nil, connectFailure(ctx, err)
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = tc.Close()
 		ce := connectFailure(ctx, err)
-		ce.tlsFailure = !st.HandshakeComplete && ce.reply != policy.ErrBackendTimout
-		return nil, ce
+		ce.tlsFailure = ce.reply != policy.ErrBackendTimout
+		return nil, nil, nil, ce
 	}
-	return cl, nil
-}
-
-// isTransport reports whether err is the network failing rather than the
-// server answering.
-func isTransport(err error) bool {
-	var ne net.Error
-	var errno syscall.Errno
-	return errors.As(err, &ne) || errors.As(err, &errno) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+	_ = tc.SetDeadline(time.Time{})
+	cc := newCmdConn(tc)
+	cc.replayGreeting()
+	cl := smtp.NewClient(cc)
+	if err := cl.Hello(p.helo); err != nil {
+		_ = cl.Close()
+		return nil, nil, nil, connectFailure(ctx, err)
+	}
+	return cl, cc, tc, nil
 }

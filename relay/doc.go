@@ -37,6 +37,23 @@
 // RFC 3207 §4.2 requires discarding what was learnt before TLS, so the
 // client greets again with EHLO after the handshake.
 //
+// # Client identity
+//
+// With backend client_identity "auto" (the default), the real client's
+// address, port, confirmed DNS name, HELO and protocol (MailParams.Client)
+// go to the backend before each MAIL: with XFORWARD when it advertises
+// that (Postfix: smtpd_authorized_xforward_hosts), else with XCLIENT
+// (smtpd_authorized_xclient_hosts). Values are xtext (RFC 3461 §4), only
+// the attributes the backend lists are sent, and unknowns are
+// [UNAVAILABLE]. XFORWARD holds for one transaction, so connections stay
+// pooled; it changes what Postfix logs and passes on, not its Received
+// header. XCLIENT makes the client the backend's client for the rest of
+// the session (Received header, access rules) and Postfix allows it once
+// per session, so such a connection carries one transaction and is then
+// closed. A refusal of either is logged and the mail goes on without.
+// go-smtp has no way to send these commands; see cmdConn for how the relay
+// sends them on go-smtp's stream, and why it does STARTTLS itself.
+//
 // # Writes
 //
 // Each connection writes through a 64 KiB buffer that is flushed when the

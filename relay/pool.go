@@ -72,6 +72,9 @@ type server struct {
 	startTLS bool
 	// plainUntil: opportunistic TLS failed; plaintext until then.
 	plainUntil time.Time
+	// identityWarned: when a refusal of XFORWARD or XCLIENT was last
+	// logged as a warning.
+	identityWarned time.Time
 }
 
 // Stats is a snapshot of the pool's counters.
@@ -107,6 +110,11 @@ func New(hostname string, cfg config.Backend, log *slog.Logger) (*Pool, error) {
 	case modeNone, modeOpportunistic, modeRequired:
 	default:
 		return nil, fmt.Errorf("relay: unknown backend TLS mode %q", cfg.TLS.Mode)
+	}
+	switch cfg.ClientIdentity {
+	case identityAuto, identityOff:
+	default:
+		return nil, fmt.Errorf("relay: unknown backend client_identity %q", cfg.ClientIdentity)
 	}
 	base, err := baseTLSConfig(cfg.TLS)
 	if err != nil {
@@ -157,6 +165,9 @@ func withDefaults(cfg config.Backend) config.Backend {
 	cfg.Pool.MaxIdle = max(cfg.Pool.MaxIdle, 0)
 	if cfg.TLS.Mode == "" {
 		cfg.TLS.Mode = modeNone
+	}
+	if cfg.ClientIdentity == "" {
+		cfg.ClientIdentity = def.ClientIdentity
 	}
 	return cfg
 }
@@ -424,12 +435,12 @@ func (p *Pool) evictIdle() bool {
 
 // put returns a healthy connection with no transaction open to the pool,
 // or closes it when the pool is closed, its server has MaxIdle idle ones,
-// or it carried MaxMessages messages.
+// it carried MaxMessages messages or it sent XCLIENT (see identify).
 func (p *Pool) put(c *conn) {
 	p.mu.Lock()
 	p.inUse--
 	p.notify()
-	retire := p.closed || len(c.srv.idle) >= p.cfg.Pool.MaxIdle ||
+	retire := p.closed || c.xclient || len(c.srv.idle) >= p.cfg.Pool.MaxIdle ||
 		(p.cfg.Pool.MaxMessages > 0 && c.msgs >= p.cfg.Pool.MaxMessages)
 	if !retire {
 		c.lastUsed = time.Now()

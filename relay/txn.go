@@ -29,6 +29,10 @@ type MailParams struct {
 	// data); when it does not, the body is sent as is, since the gateway
 	// cannot downgrade (RFC 6152 §3) and such servers take 8-bit anyway.
 	EightBit bool
+	// Client, when set, is the client the message came from, passed on
+	// before MAIL with XFORWARD or XCLIENT when the backend advertises one
+	// and backend client_identity is "auto" (see Txn.identify).
+	Client *ClientIdentity
 	// Log, when set, is the session's logger: the transaction's lines then
 	// carry its conn_id. nil means the pool's logger.
 	Log *slog.Logger
@@ -95,9 +99,9 @@ func (p *Pool) Begin(ctx context.Context, m MailParams) (*Txn, error) {
 	}
 }
 
-// mail sends MAIL FROM. retry reports a failure that a new connection may
-// not have: the connection broke, or the backend said 421, on a connection
-// that sat in the pool.
+// mail sends the client's identity (identify) and MAIL FROM. retry reports
+// a failure that a new connection may not have: the connection broke, or
+// the backend said 421, on a connection that sat in the pool.
 func (t *Txn) mail(ctx context.Context, m MailParams) (retry bool, r *policy.Reply) {
 	c := t.c
 	if m.UTF8 && !c.extension("SMTPUTF8") {
@@ -112,6 +116,10 @@ func (t *Txn) mail(ctx context.Context, m MailParams) (retry bool, r *policy.Rep
 	}
 	start := time.Now()
 	closed, err := t.do(ctx, func() error {
+		if err := t.identify(ctx, m.Client); err != nil {
+			// Only what broke the connection: it fails as MAIL would.
+			return err
+		}
 		return c.client.Mail(m.From, &smtp.MailOptions{Size: m.Size, UTF8: m.UTF8})
 	})
 	o := classify(ctx, err, policy.ReasonBackendMail)
