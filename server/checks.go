@@ -117,13 +117,17 @@ func (s *session) protocolOutcome() *policy.Outcome {
 		return nil
 	}
 	p := s.rt.Cfg.Checks
+	var out *policy.Outcome
 	switch {
-	case c.Pregreet() == "early" && p.Pregreet.Action == "enforce":
-		return &policy.Outcome{Action: policy.ActionReject, Reply: policy.ErrPregreet, Rule: "pregreet", Stage: policy.StageConnect}
-	case c.EarlyPipelining() && p.Protocol.EarlyPipelining == "enforce":
-		return &policy.Outcome{Action: policy.ActionReject, Reply: policy.ErrEarlyPipelining, Rule: "early_pipelining", Stage: policy.StageHelo}
+	case c.Pregreet() == "early" && p.Pregreet.Action != "ignore":
+		out = &policy.Outcome{Action: policy.ActionReject, Reply: policy.ErrPregreet, Rule: "pregreet", Stage: policy.StageConnect}
+	case c.EarlyPipelining() && p.Protocol.EarlyPipelining != "ignore":
+		out = &policy.Outcome{Action: policy.ActionReject, Reply: policy.ErrEarlyPipelining, Rule: "early_pipelining", Stage: policy.StageHelo}
 	}
-	return nil
+	if out != nil && s.rt.Cfg.Policy.Mode == "shadow" {
+		out.Shadow = true // recorded as what would have happened, not applied
+	}
+	return out
 }
 
 // rateLimited reports a rate-limit refusal for kind, or nil. A store

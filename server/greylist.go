@@ -18,8 +18,8 @@ import (
 // or, when configured, SPF-authenticated senders.
 func (s *session) wantsGreylist(tx *txn) bool {
 	g := s.rt.Cfg.Checks.Greylist
-	if s.rt.Greylist == nil || !g.Enabled {
-		return false
+	if s.rt.Greylist == nil || !g.Enabled || s.rt.Cfg.Policy.Mode == "shadow" {
+		return false // an observer defers nothing
 	}
 	if !tx.policyGreylist && g.When != "always" {
 		return false

@@ -49,6 +49,9 @@ func (s *session) mailDecision(tx *txn, from string) *policy.Reply {
 	s.runChecks(tx)
 	tx.eval = s.rt.Cfg.Policy.Engine.NewEval()
 	out := s.protocolOutcome()
+	if out != nil && out.Shadow {
+		tx.shadowed, out = out, nil
+	}
 	if out == nil {
 		out = tx.evaluate(earlyStages...)
 	}

@@ -165,10 +165,26 @@ func (rt *Runtime) close() {
 
 func (rt *Runtime) limits() guardLimits {
 	l := rt.Cfg.Limits
+	pg, pr := rt.Cfg.Checks.Pregreet, rt.Cfg.Checks.Protocol
+	if rt.Cfg.Policy.Mode == "shadow" {
+		// An observer drops nobody: the listener only flags what it saw,
+		// and the session records what enforcing would have done.
+		pg.Action = shadowed(pg.Action)
+		pr.NonSMTP = shadowed(pr.NonSMTP)
+		pr.EarlyPipelining = shadowed(pr.EarlyPipelining)
+	}
 	return guardLimits{
 		maxConns: l.MaxConnections, maxPerIP: l.MaxConnectionsPerIP,
 		cmdIdle: l.CommandTimeout, dataIdle: l.DataTimeout, session: l.SessionTimeout,
 		hostname: rt.Cfg.Hostname,
-		pregreet: rt.Cfg.Checks.Pregreet, protocol: rt.Cfg.Checks.Protocol,
+		pregreet: pg, protocol: pr,
 	}
+}
+
+// shadowed turns a dropping protocol action into one that only flags.
+func shadowed(action string) string {
+	if action == "drop" {
+		return "enforce"
+	}
+	return action
 }
