@@ -2,16 +2,20 @@ package server
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxgate/mxgate/checks"
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/refid"
 	"github.com/mxgate/mxgate/internal/verdict"
 	"github.com/mxgate/mxgate/policy"
 	"github.com/mxgate/mxgate/relay"
@@ -136,6 +140,7 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	st.helo = c.Hostname()
 	if cs, ok := c.TLSConnectionState(); ok {
 		st.tls = &verdict.TLS{Version: tls.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite)}
+		gc.encrypted.Store(true)
 	}
 	st.mu.Unlock()
 	return &session{st: st, rt: st.rt}, nil
@@ -154,9 +159,13 @@ func fail(r *policy.Reply, ref string) error {
 
 // Mail starts a transaction. The backend is not contacted yet: that waits
 // for the first recipient that passes local policy.
-func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.recovered(&err)
+	if hook := testPanicHook.Load(); hook != nil {
+		(*hook)("mail")
+	}
 	if s.tx != nil {
 		// go-smtp accepts a nested MAIL and keeps the first one's
 		// recipients (libraries.md §1.2); refuse it instead.
@@ -177,9 +186,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 // Rcpt checks one recipient: its syntax, that its domain is ours (the
 // no-open-relay rule), then asks the backend, opening the backend
 // transaction with the first recipient that passed.
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.recovered(&err)
+	if hook := testPanicHook.Load(); hook != nil {
+		(*hook)("rcpt")
+	}
 	tx := s.tx
 	if tx == nil {
 		return fail(policy.ErrInternal, "")
@@ -203,6 +216,7 @@ func (s *session) rcpt(tx *txn, to string) *policy.Reply {
 		bt, err := s.rt.Relay.Begin(ctx, relay.MailParams{
 			From: tx.from.String(), Size: tx.opts.Size, UTF8: tx.opts.UTF8,
 			EightBit: tx.opts.Body == smtp.Body8BitMIME, Log: s.log(),
+			Client: relay.ClientIdentityOf(s.st.client()),
 		})
 		if err != nil {
 			r := asReply(err, s.log())
@@ -223,21 +237,62 @@ func (s *session) rcpt(tx *txn, to string) *policy.Reply {
 // Data reads the message, then relays it and passes the backend's final
 // reply back. It answers 250 only when the backend answered 2xx to the
 // whole message (design.md §1.1).
-func (s *session) Data(r io.Reader) error {
+func (s *session) Data(r io.Reader) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.recovered(&err)
 	tx := s.tx
 	if tx == nil {
 		// A BDAT transfer reset by RSET before Data got the lock.
 		return fail(policy.ErrDataAborted, "")
 	}
 	tx.lastStage = policy.StageData
+	if hook := testPanicHook.Load(); hook != nil {
+		(*hook)("data")
+	}
 	rep, detail := s.data(tx, r)
 	s.finish(tx, rep, policy.StageData, detail)
 	if rep.Code/100 == 2 {
 		return toSMTP(rep, tx.ref)
 	}
 	return fail(rep, tx.ref)
+}
+
+// Panics counts panics in session methods, each recovered and answered
+// 451 4.3.0 (go-smtp's own recovery would answer 421 4.0.0 and close);
+// tests fail when it is not what they expect.
+var Panics atomic.Int64
+
+// testPanicHook, when set (by tests), is called at the start of Mail, Rcpt
+// and Data with "mail", "rcpt" or "data". It is atomic because a test sets
+// it while sessions of earlier tests may still be winding down.
+var testPanicHook atomic.Pointer[func(stage string)]
+
+// recovered turns a panic in Mail, Rcpt or Data into 451 4.3.0 with a
+// reference id (the transaction's, when there is one), logged with the
+// stack and counted in Panics; the connection stays open. It must be
+// deferred after the method's deferred Unlock, so that it runs with s.mu
+// still held. A panic in Data also ends the transaction, so its record
+// says internal error rather than that the client gave up.
+func (s *session) recovered(err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	Panics.Add(1)
+	ref := refid.New(time.Now())
+	if s.tx != nil {
+		ref = s.tx.ref
+	}
+	log := s.log()
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("panic in session", "panic", fmt.Sprint(v), "ref", ref, "stack", string(debug.Stack()))
+	if tx := s.tx; tx != nil && tx.lastStage == policy.StageData {
+		s.finish(tx, policy.ErrInternal, policy.StageData, "internal error")
+	}
+	*err = toSMTP(policy.ErrInternal, ref)
 }
 
 // Reset ends the transaction (RSET, a new EHLO, the end of every DATA).
