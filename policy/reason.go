@@ -19,6 +19,7 @@ const (
 	ReasonBadRecipient    Reason = "bad_recipient"        // recipient address syntax we refuse to relay
 	ReasonBadSender       Reason = "bad_sender"           // sender address syntax
 	ReasonSMTPUTF8        Reason = "smtputf8_unsupported" // client needs SMTPUTF8, backend lacks it
+	ReasonRequireTLS      Reason = "requiretls"           // REQUIRETLS (RFC 8689) asked for and not possible
 	ReasonNestedMail      Reason = "nested_mail"          // MAIL inside a transaction
 	ReasonNoValidRcpt     Reason = "no_valid_recipients"  // DATA with every RCPT refused
 	ReasonBackendRcpt     Reason = "backend_rcpt"         // backend refused a recipient (its reply passed through)

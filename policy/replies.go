@@ -12,8 +12,15 @@ var (
 	ErrBadSender   = &Reply{553, [3]int{5, 1, 7}, "Sender address syntax not accepted", ReasonBadSender}
 	ErrUTF8Needed  = &Reply{553, [3]int{5, 6, 7}, "Non-ASCII address requires the SMTPUTF8 parameter", ReasonBadRecipient}
 	ErrUTF8Backend = &Reply{550, [3]int{5, 6, 7}, "SMTPUTF8 is not supported by the destination; send without internationalized addresses", ReasonSMTPUTF8}
-	ErrNestedMail  = &Reply{503, [3]int{5, 5, 1}, "Nested MAIL command: send RSET first", ReasonNestedMail}
-	ErrNoValidRcpt = &Reply{554, [3]int{5, 5, 1}, "No valid recipients", ReasonNoValidRcpt}
+	// REQUIRETLS (RFC 8689): the parameter is only taken over TLS, and
+	// the message only relayed over a backend connection whose certificate
+	// was verified (5.7.10) and whose server offers REQUIRETLS itself
+	// (5.7.30), so the requirement travels with the message.
+	ErrRequireTLSPlain   = &Reply{530, [3]int{5, 7, 10}, "REQUIRETLS needs a TLS session: send STARTTLS first", ReasonRequireTLS}
+	ErrRequireTLSVerify  = &Reply{550, [3]int{5, 7, 10}, "REQUIRETLS: the destination is not reachable over verified TLS", ReasonRequireTLS}
+	ErrRequireTLSBackend = &Reply{550, [3]int{5, 7, 30}, "REQUIRETLS is not supported by the destination", ReasonRequireTLS}
+	ErrNestedMail        = &Reply{503, [3]int{5, 5, 1}, "Nested MAIL command: send RSET first", ReasonNestedMail}
+	ErrNoValidRcpt       = &Reply{554, [3]int{5, 5, 1}, "No valid recipients", ReasonNoValidRcpt}
 
 	ErrTooLarge      = &Reply{552, [3]int{5, 3, 4}, "Message size exceeds fixed maximum message size", ReasonMessageTooLarge}
 	ErrTooManyRcpts  = &Reply{452, [3]int{4, 5, 3}, "Too many recipients", ReasonTooManyRcpts}
@@ -64,7 +71,7 @@ var (
 func All() []*Reply {
 	return []*Reply{
 		ErrRelayDenied, ErrRouteHack, ErrBadRcpt, ErrBadRcptDom, ErrBadSender, ErrUTF8Needed,
-		ErrUTF8Backend, ErrNestedMail, ErrNoValidRcpt, ErrTooLarge, ErrTooManyRcpts,
+		ErrUTF8Backend, ErrRequireTLSPlain, ErrRequireTLSVerify, ErrRequireTLSBackend, ErrNestedMail, ErrNoValidRcpt, ErrTooLarge, ErrTooManyRcpts,
 		ErrBareNewline, ErrNUL, ErrLineTooLong, ErrDataTimeout, ErrDataAborted, ErrConnLimit,
 		ErrConnLimitIP, ErrShuttingDown, ErrBackendDown, ErrBackendLost, ErrBackendTimout,
 		ErrInternal, ErrPolicyReject, ErrPolicyTempfail, ErrPolicyDrop, ErrPolicyGreylist,

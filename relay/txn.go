@@ -24,6 +24,10 @@ type MailParams struct {
 	// MAIL time), so the backend's limit needs that much headroom.
 	Size int64
 	UTF8 bool // client gave SMTPUTF8; the backend must advertise it
+	// RequireTLS: the client gave REQUIRETLS (RFC 8689). The message then
+	// goes only over a backend connection with a verified certificate
+	// whose server advertises REQUIRETLS, with the parameter passed on.
+	RequireTLS bool
 	// EightBit: the client gave BODY=8BITMIME. go-smtp declares
 	// BODY=8BITMIME whenever the backend advertises it (harmless for 7-bit
 	// data); when it does not, the body is sent as is, since the gateway
@@ -109,6 +113,18 @@ func (t *Txn) mail(ctx context.Context, m MailParams) (retry bool, r *policy.Rep
 		t.finish(outcome{}, false)
 		return false, policy.ErrUTF8Backend
 	}
+	if m.RequireTLS {
+		// RFC 8689 §4.2.1: never downgrade; the refusals are permanent
+		// because they come from our own configuration.
+		if !t.tlsOK || len(t.tls.VerifiedChains) == 0 {
+			t.finish(outcome{}, false)
+			return false, policy.ErrRequireTLSVerify
+		}
+		if !c.extension("REQUIRETLS") {
+			t.finish(outcome{}, false)
+			return false, policy.ErrRequireTLSBackend
+		}
+	}
 	if m.EightBit && !c.extension("8BITMIME") {
 		// RFC 6152 §3 would have a relay convert to 7 bit; we cannot, and
 		// servers that do not advertise 8BITMIME accept 8-bit data anyway.
@@ -120,7 +136,7 @@ func (t *Txn) mail(ctx context.Context, m MailParams) (retry bool, r *policy.Rep
 			// Only what broke the connection: it fails as MAIL would.
 			return err
 		}
-		return c.client.Mail(m.From, &smtp.MailOptions{Size: m.Size, UTF8: m.UTF8})
+		return c.client.Mail(m.From, &smtp.MailOptions{Size: m.Size, UTF8: m.UTF8, RequireTLS: m.RequireTLS})
 	})
 	o := classify(ctx, err, policy.ReasonBackendMail)
 	o = afterCancel(ctx, o, closed)

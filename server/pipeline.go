@@ -29,6 +29,7 @@ func (s *session) newTxn(from string, opts smtp.MailOptions) *txn {
 	if opts.Size > 0 {
 		tx.rec.Size = opts.Size
 	}
+	tx.rec.RequireTLS = opts.RequireTLS
 	return tx
 }
 
@@ -36,6 +37,12 @@ func (s *session) newTxn(from string, opts smtp.MailOptions) *txn {
 // MAIL. It returns the reply that ends the transaction now, or nil; a
 // reject delayed to RCPT (policy.delay_reject) is kept in tx.pending.
 func (s *session) mailDecision(tx *txn, from string) *policy.Reply {
+	if tx.opts.RequireTLS && s.st.tls == nil {
+		// go-smtp advertises REQUIRETLS only after STARTTLS but takes the
+		// parameter in any session (RFC 8689 §4.1: only over TLS).
+		tx.lastRefusal = policy.ErrRequireTLSPlain
+		return policy.ErrRequireTLSPlain
+	}
 	addr, err := address.ParseSender(from, tx.opts.UTF8)
 	if err != nil {
 		r := asReply(err, s.log())

@@ -95,13 +95,10 @@ func New(cfg *config.Config, verdicts *verdict.Writer, log *slog.Logger) (*Serve
 	if tlsConfig != nil {
 		srv.TLSConfig = tlsConfig
 	}
-	// REQUIRETLS (RFC 8689) stays off even with TLS: a message that asks
-	// for it may only be relayed over TLS with a verified certificate, and
-	// the relay does not yet enforce that per message (backend.tls.mode
-	// "opportunistic" or verify: false would silently downgrade). Turn it
-	// on once the relay refuses a REQUIRETLS transaction (5.7.10) unless
-	// the backend connection is verified TLS.
-	srv.EnableREQUIRETLS = false
+	// REQUIRETLS (RFC 8689), advertised after STARTTLS: the session
+	// refuses it over plaintext and the relay refuses to pass it on except
+	// over verified TLS to a backend that offers it (relay/txn.go).
+	srv.EnableREQUIRETLS = tlsConfig != nil
 	srv.ErrorLog = errorLog{log}
 	s.smtp = srv
 	return s, nil

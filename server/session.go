@@ -215,7 +215,7 @@ func (s *session) rcpt(tx *txn, to string) *policy.Reply {
 	if tx.backend == nil {
 		bt, err := s.rt.Relay.Begin(ctx, relay.MailParams{
 			From: tx.from.String(), Size: tx.opts.Size, UTF8: tx.opts.UTF8,
-			EightBit: tx.opts.Body == smtp.Body8BitMIME, Log: s.log(),
+			RequireTLS: tx.opts.RequireTLS, EightBit: tx.opts.Body == smtp.Body8BitMIME, Log: s.log(),
 			Client: relay.ClientIdentityOf(s.st.client()),
 		})
 		if err != nil {

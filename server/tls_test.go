@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/sink"
 	"github.com/mxgate/mxgate/internal/testutil"
+	"github.com/mxgate/mxgate/policy"
 )
 
 // tlsFiles is a certificate and key as PEM files, as certbot leaves them.
@@ -135,8 +137,8 @@ func TestSTARTTLSTransaction(t *testing.T) {
 	if !strings.HasPrefix(ehlo[len(ehlo)-1], "250 ") {
 		t.Fatalf("EHLO after STARTTLS: %q", ehlo)
 	}
-	if hasLine(ehlo, "STARTTLS") || hasLine(ehlo, "REQUIRETLS") {
-		t.Fatalf("EHLO after STARTTLS offers STARTTLS or REQUIRETLS: %q", ehlo)
+	if hasLine(ehlo, "STARTTLS") || !hasLine(ehlo, "REQUIRETLS") {
+		t.Fatalf("EHLO after STARTTLS: want REQUIRETLS and no STARTTLS: %q", ehlo)
 	}
 	tc.startData("bob@ours.test")
 	// A body of a few TLS records' worth: any processing of the stream
@@ -371,5 +373,119 @@ func TestSTARTTLSVersions(t *testing.T) {
 	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 	if _, err := h.greet().startTLS(cfg); err == nil || !strings.Contains(err.Error(), "protocol version") {
 		t.Fatalf("TLS 1.1 handshake: err = %v, want a protocol version alert", err)
+	}
+}
+
+// TestREQUIRETLS (RFC 8689): the extension is offered only after
+// STARTTLS; the parameter is refused in plaintext; and a message that
+// carries it is relayed only over a backend connection whose certificate
+// was verified and whose server offers REQUIRETLS, with the parameter
+// passed on. Mail without it is unaffected by the backend's TLS.
+func TestREQUIRETLS(t *testing.T) {
+	backendCert := testutil.SelfSigned(t, "backend.ours.test")
+	verified := config.BackendTLS{Mode: "required", CAFile: backendCert.CAFile, ServerName: "backend.ours.test", Verify: true}
+	withREQUIRETLS := append(sink.DefaultExtensions(), "REQUIRETLS")
+	for _, tc := range []struct {
+		name        string
+		backendTLS  bool              // the sink offers STARTTLS
+		backendExts []string          // nil: sink defaults (no REQUIRETLS)
+		relayTLS    config.BackendTLS // backend.tls
+		param       bool              // MAIL FROM carries REQUIRETLS
+		want        string            // reply to the first RCPT
+		wantParams  string            // MAIL parameters the sink saw
+	}{
+		{name: "verified TLS to a REQUIRETLS backend", backendTLS: true, backendExts: withREQUIRETLS, relayTLS: verified, param: true, want: "250 ", wantParams: "REQUIRETLS"},
+		{name: "backend in plaintext", param: true, relayTLS: config.BackendTLS{Mode: "none"}, want: "550 5.7.10 "},
+		{name: "backend TLS not verified", backendTLS: true, backendExts: withREQUIRETLS, relayTLS: config.BackendTLS{Mode: "opportunistic"}, param: true, want: "550 5.7.10 "},
+		{name: "backend without REQUIRETLS", backendTLS: true, relayTLS: verified, param: true, want: "550 5.7.30 "},
+		{name: "no REQUIRETLS asked, unverified backend", backendTLS: true, relayTLS: config.BackendTLS{Mode: "opportunistic"}, want: "250 "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cert := testutil.SelfSigned(t, "mx.ours.test")
+			files := newTLSFiles(t)
+			files.write(t, cert)
+			sc := standardSink()
+			sc.Extensions = tc.backendExts
+			if tc.backendTLS {
+				sc.TLS = backendCert.ServerConfig()
+			}
+			h := newHarness(t, sc, func(c *config.Config) {
+				c.TLS = files.config()
+				c.Backend.TLS = tc.relayTLS
+			})
+			tls, err := h.greet().startTLS(clientTLS(cert.Pool))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tls.send("EHLO client.example.test")
+			if ehlo := tls.reply(); !hasLine(ehlo, "REQUIRETLS") {
+				t.Fatalf("EHLO after STARTTLS does not offer REQUIRETLS: %q", ehlo)
+			}
+			param := ""
+			if tc.param {
+				param = " REQUIRETLS"
+			}
+			tls.send("MAIL FROM:<alice@example.test>" + param)
+			tls.expect("250 ")
+			tls.send("RCPT TO:<bob@ours.test>")
+			got := tls.expect(tc.want)
+			if tc.want != "250 " {
+				if !strings.Contains(got, "REQUIRETLS") {
+					t.Errorf("refusal does not say why: %q", got)
+				}
+				tls.send("QUIT")
+				tls.expect("221 ")
+				rec := h.recs.wait(t, 1)[0]
+				if rec.Action != policy.ActionReject || rec.Reason != policy.ReasonRequireTLS || !rec.RequireTLS {
+					t.Errorf("record: action %s reason %s requiretls %v, want reject requiretls true", rec.Action, rec.Reason, rec.RequireTLS)
+				}
+				if n := h.sink.Stats().Messages; n != 0 {
+					t.Errorf("sink got %d messages", n)
+				}
+				return
+			}
+			tls.send("DATA")
+			tls.expect("354 ")
+			tls.write("Subject: secret\r\n\r\nfor TLS only\r\n.\r\n")
+			tls.expect("250 ")
+			msgs, err := h.sink.WaitMessages(1, 3*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(msgs[0].MailParams, "REQUIRETLS") != (tc.wantParams == "") {
+				t.Errorf("backend MAIL parameters %q, want %q", msgs[0].MailParams, tc.wantParams)
+			}
+			if tc.param && !msgs[0].TLS {
+				t.Error("REQUIRETLS message relayed without TLS")
+			}
+			if rec := h.recs.wait(t, 1)[0]; rec.RequireTLS != tc.param {
+				t.Errorf("record requiretls = %v, want %v", rec.RequireTLS, tc.param)
+			}
+		})
+	}
+}
+
+// TestREQUIRETLSPlaintext: before STARTTLS the extension is not offered,
+// and a client that gives the parameter anyway is told to use STARTTLS.
+func TestREQUIRETLSPlaintext(t *testing.T) {
+	h, _, _ := tlsHarness(t)
+	cl := h.dial()
+	cl.expect("220 ")
+	cl.send("EHLO client.example.test")
+	if ehlo := cl.reply(); hasLine(ehlo, "REQUIRETLS") {
+		t.Fatalf("REQUIRETLS offered in plaintext: %q", ehlo)
+	}
+	cl.send("MAIL FROM:<alice@example.test> REQUIRETLS")
+	got := cl.expect("530 5.7.10 ")
+	if !strings.Contains(got, "STARTTLS") || !strings.Contains(got, "(ref ") {
+		t.Errorf("reply %q: want STARTTLS named and a ref", got)
+	}
+	cl.send("MAIL FROM:<alice@example.test>")
+	cl.expect("250 ")
+	cl.send("QUIT")
+	cl.expect("221 ")
+	rec := h.recs.wait(t, 1)[0]
+	if rec.Reason != policy.ReasonRequireTLS || rec.Stage != policy.StageMail || !rec.RequireTLS {
+		t.Errorf("record reason %s stage %s requiretls %v", rec.Reason, rec.Stage, rec.RequireTLS)
 	}
 }

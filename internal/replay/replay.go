@@ -195,7 +195,7 @@ func redecide(eng *policy.Engine, rec *verdict.Record) (*Change, error) {
 // come after.
 func policyCouldSee(r policy.Reason) bool {
 	switch r {
-	case policy.ReasonRelayDenied, policy.ReasonBadRecipient, policy.ReasonTooManyRcpts, policy.ReasonSMTPUTF8:
+	case policy.ReasonRelayDenied, policy.ReasonBadRecipient, policy.ReasonTooManyRcpts, policy.ReasonSMTPUTF8, policy.ReasonRequireTLS:
 		return false
 	}
 	return true

@@ -32,7 +32,9 @@ type Record struct {
 	MailFrom *string `json:"mail_from,omitempty"` // nil: no MAIL FROM; "" is the null sender
 	Rcpts    []Rcpt  `json:"rcpts,omitempty"`
 	// Size is the message size in bytes as received, before our headers.
-	Size       int64  `json:"size,omitempty"`
+	Size int64 `json:"size,omitempty"`
+	// RequireTLS: the client gave MAIL FROM ... REQUIRETLS (RFC 8689).
+	RequireTLS bool   `json:"requiretls,omitempty"`
 	MessageID  string `json:"message_id,omitempty"`
 	HeaderFrom string `json:"header_from,omitempty"`
 
