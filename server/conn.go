@@ -52,6 +52,11 @@ type conn struct {
 	// decrypted stream, so the hidden-bare-CR check covers plaintext
 	// sessions only.
 	encrypted atomic.Bool
+	// gate holds back an unterminated command line (linegate.go).
+	gate lineGate
+	// readErr is a read error held back while complete lines read with it
+	// are delivered; the next Read returns it.
+	readErr error
 
 	// closeAfterReply closes the connection as soon as the next reply is
 	// written: after a line over the limit go-smtp would otherwise answer
@@ -89,14 +94,42 @@ func (c *conn) Read(b []byte) (int, error) {
 	if c.timedOut.Load() {
 		return 0, errTimedOut
 	}
-	n, err := c.read(b)
-	c.countBareCR(b[:n])
-	if n > 0 && c.checkProtocol(b[:n]) {
-		// Dropped: go-smtp must not act on what it would have read, and
-		// net.ErrClosed makes it end the connection without a reply.
-		return 0, net.ErrClosed
+	if err := c.readErr; err != nil {
+		c.readErr = nil
+		return 0, err
 	}
-	return n, err
+	for {
+		if len(c.gate.held) >= len(b) {
+			// No room to hold the line and read on: deliver it as it is.
+			n := copy(b, c.gate.held)
+			c.gate.held = c.gate.held[:copy(c.gate.held, c.gate.held[n:])]
+			return n, nil
+		}
+		h := copy(b, c.gate.held)
+		c.gate.held = c.gate.held[:0]
+		n, err := c.read(b[h:])
+		c.countBareCR(b[h : h+n])
+		if n > 0 && c.checkProtocol(b[h:h+n]) {
+			// Dropped: go-smtp must not act on what it would have read, and
+			// net.ErrClosed makes it end the connection without a reply.
+			return 0, net.ErrClosed
+		}
+		k := c.gate.deliverable(b[:h+n], c.inData.Load())
+		c.gate.held = append(c.gate.held, b[k:h+n]...)
+		if err != nil {
+			// The unterminated line is never delivered: go-smtp would
+			// take it for a whole one.
+			c.gate.held = c.gate.held[:0]
+			if k > 0 {
+				c.readErr = err
+				return k, nil
+			}
+			return 0, err
+		}
+		if k > 0 {
+			return k, nil
+		}
+	}
 }
 
 // read returns what the pre-greeting wait kept first, then reads with the

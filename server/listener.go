@@ -77,6 +77,10 @@ type guardLimits struct {
 	hostname string
 	pregreet config.Pregreet
 	protocol config.Protocol
+	// lineMax is go-smtp's line limit and tls whether STARTTLS is
+	// offered (the line gate's, linegate.go); both restart-only.
+	lineMax int
+	tls     bool
 }
 
 func newGuard(lns []net.Listener) *Guard {
@@ -184,6 +188,7 @@ func (g *Guard) admit(nc net.Conn, ap netip.AddrPort, lim guardLimits) (*conn, *
 		return nil, refuse
 	}
 	c := &conn{Conn: nc, g: g, cmdIdle: lim.cmdIdle, dataIdle: lim.dataIdle}
+	c.gate.limit, c.gate.tls = lim.lineMax, lim.tls
 	c.proto.modes = lim.protocol
 	c.st = g.newState(nc, ap)
 	c.st.conn = c

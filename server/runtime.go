@@ -178,6 +178,7 @@ func (rt *Runtime) limits() guardLimits {
 		cmdIdle: l.CommandTimeout, dataIdle: l.DataTimeout, session: l.SessionTimeout,
 		hostname: rt.Cfg.Hostname,
 		pregreet: pg, protocol: pr,
+		lineMax: l.MaxLineLength + 2, tls: rt.Cfg.TLS.Cert != "",
 	}
 }
 
