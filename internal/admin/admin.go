@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +52,9 @@ type Options struct {
 	// time, exported as gateway_relay_connections{state}. Nil: not
 	// exported.
 	RelayStats func() (open, idle, inUse int)
+	// Pprof serves net/http/pprof under /debug/pprof/ (admin.pprof).
+	// Profiles must be shorter than the listener's write timeout (10 s).
+	Pprof bool
 	// Log receives the listener's own messages; nil discards them.
 	Log *slog.Logger
 }
@@ -180,6 +185,10 @@ func newHandler(o Options) http.Handler {
 				text(w, http.StatusOK, "ok")
 			})
 		default:
+			if o.Pprof && strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
+				h = pprofHandler(r.URL.Path)
+				break
+			}
 			text(w, http.StatusNotFound, "not found")
 			return
 		}
@@ -205,3 +214,19 @@ func text(w http.ResponseWriter, code int, body string) {
 type promLog struct{ log *slog.Logger }
 
 func (l promLog) Println(v ...any) { l.log.Warn("metrics: " + fmt.Sprint(v...)) }
+
+// pprofHandler is net/http/pprof's handler for path, without the package's
+// registration on http.DefaultServeMux.
+func pprofHandler(path string) http.Handler {
+	switch strings.TrimPrefix(path, "/debug/pprof/") {
+	case "cmdline":
+		return http.HandlerFunc(pprof.Cmdline)
+	case "profile":
+		return http.HandlerFunc(pprof.Profile)
+	case "symbol":
+		return http.HandlerFunc(pprof.Symbol)
+	case "trace":
+		return http.HandlerFunc(pprof.Trace)
+	}
+	return http.HandlerFunc(pprof.Index)
+}

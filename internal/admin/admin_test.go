@@ -214,3 +214,17 @@ func TestCloseLeavesNothing(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPprof: /debug/pprof/ is served only with Pprof set.
+func TestPprof(t *testing.T) {
+	s := start(t, Options{Pprof: true})
+	base := "http://" + s.Addr()
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline", "/debug/pprof/heap"} {
+		if code, _, body := get(t, "GET", base+p); code != 200 || body == "" {
+			t.Errorf("GET %s = %d (%d bytes), want 200 and a body", p, code, len(body))
+		}
+	}
+	if code, _, body := get(t, "GET", base+"/debug/pprof/profile?seconds=1"); code != 200 || len(body) == 0 {
+		t.Errorf("GET CPU profile = %d, %d bytes", code, len(body))
+	}
+}

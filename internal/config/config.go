@@ -65,6 +65,9 @@ type TLS struct {
 type Admin struct {
 	// Listen is host:port, loopback unless you mean otherwise.
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the admin
+	// listener, for profiling a gateway under load.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Listener is one listening address.

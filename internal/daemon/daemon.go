@@ -74,7 +74,7 @@ func Serve(ctx context.Context, path string, stderr io.Writer) error {
 	var stopping atomic.Bool
 	var adm *admin.Server
 	if cfg.Admin.Listen != "" {
-		adm, err = startAdmin(cfg.Admin.Listen, srv, &stopping, log)
+		adm, err = startAdmin(cfg.Admin, srv, &stopping, log)
 		if err != nil {
 			stopping.Store(true)
 			if serr := stop(srv, nil, log); serr != nil {
@@ -112,10 +112,11 @@ func Serve(ctx context.Context, path string, stderr io.Writer) error {
 
 // startAdmin starts the admin listener. Its stats and readiness read the
 // server's current runtime at each request, so they follow reloads.
-func startAdmin(listen string, srv *server.Server, stopping *atomic.Bool, log *slog.Logger) (*admin.Server, error) {
+func startAdmin(ac config.Admin, srv *server.Server, stopping *atomic.Bool, log *slog.Logger) (*admin.Server, error) {
 	r := &readiness{srv: srv, stopping: stopping}
 	return admin.Start(admin.Options{
-		Listen: listen,
+		Listen: ac.Listen,
+		Pprof:  ac.Pprof,
 		Ready:  r.check,
 		DNSStats: func() (queries, hits, misses uint64) {
 			if res := srv.Runtime().Resolver; res != nil {
