@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -87,4 +88,44 @@ func (c *cmdConn) cmd(timeout time.Duration, line string) (code int, msg string,
 		return code, msg, &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: text}
 	}
 	return code, msg, nil
+}
+
+// reply is one server reply read by pipeline.
+type reply struct {
+	code int
+	msg  string
+}
+
+// pipeline sends lines in one write (RFC 2920, PIPELINING) and reads one
+// reply per line, in order, all within timeout. A transport error ends it:
+// the replies read so far come with it. The same rules as cmd apply: only
+// between go-smtp calls, and no line may hold CR or LF.
+func (c *cmdConn) pipeline(timeout time.Duration, lines []string) ([]reply, error) {
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return nil, err
+	}
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	if _, err := io.WriteString(c.Conn, strings.Join(lines, "\r\n")+"\r\n"); err != nil {
+		return nil, err
+	}
+	replies := make([]reply, 0, len(lines))
+	for range lines {
+		code, msg, err := c.tp.ReadResponse(0)
+		if err != nil {
+			return replies, err
+		}
+		replies = append(replies, reply{code, msg})
+	}
+	return replies, nil
+}
+
+// err is the reply as go-smtp's client returns it: nil when its code
+// starts with want (a code, or the first two digits of one: 25 for RCPT's
+// 250/251/252), else an *smtp.SMTPError.
+func (r reply) err(want int) error {
+	if r.code == want || want < 100 && r.code/10 == want {
+		return nil
+	}
+	enh, text := splitEnhanced(r.code, r.msg)
+	return &smtp.SMTPError{Code: r.code, EnhancedCode: smtp.EnhancedCode(enh), Message: text}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -262,22 +263,133 @@ func TestXFORWARDRefused(t *testing.T) {
 }
 
 func TestXFORWARD421(t *testing.T) {
-	e := newEnv(t)
-	b := newIdentityBackend(t, ehloXforward, nil, func(l string) string {
-		if strings.HasPrefix(l, "XFORWARD") {
-			return "421 4.3.2 Shutting down"
+	for _, pipelining := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelining=%v", pipelining), func(t *testing.T) {
+			e := newEnv(t)
+			ehlo := ehloXforward
+			if !pipelining {
+				ehlo = strings.Replace(ehlo, "250-PIPELINING\r\n", "", 1)
+			}
+			b := newIdentityBackend(t, ehlo, nil, func(l string) string {
+				if strings.HasPrefix(l, "XFORWARD") {
+					return "421 4.3.2 Shutting down"
+				}
+				return ""
+			})
+			p := e.pool(testConfig(b.addr))
+			_, err := sendAs(t, p, oddClient)
+			if r := asReply(t, err); r.Code != 451 || r.Reason != policy.ReasonBackendMail {
+				t.Errorf("reply %v (%s), want the 421 as 451 for MAIL", r, r.Reason)
+			}
+			// Pipelined, MAIL left with XFORWARD, before the 421 came;
+			// either way nothing more is sent.
+			if got := b.commands(0, "MAIL", "RCPT", "DATA"); len(got) > 0 && !pipelining || len(got) > 1 {
+				t.Errorf("sent after 421: %q", got)
+			}
+			eventually(t, "connection closed", func() bool { return p.Stats().Open == 0 })
+		})
+	}
+}
+
+// pipelineBackend answers EHLO with PIPELINING and XFORWARD, takes the
+// next commands with a single read, which must hold all of them (they were
+// sent in one write), and answers them with replies, in order; then it
+// takes DATA. What that read held is sent on got.
+func pipelineBackend(t *testing.T, replies []string, got chan<- string) string {
+	return listen(t, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		say := func(s string) { _, _ = c.Write([]byte(s + "\r\n")) }
+		say("220 pipe.test")
+		if _, err := r.ReadString('\n'); err != nil {
+			return
 		}
-		return ""
+		say(ehloXforward)
+		buf := make([]byte, 64<<10)
+		n, err := r.Read(buf)
+		if err != nil {
+			return
+		}
+		got <- string(buf[:n])
+		for _, s := range replies {
+			say(s)
+		}
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			switch strings.ToUpper(strings.TrimSpace(line)) {
+			case "DATA":
+				say("354 go on")
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil || l == ".\r\n" {
+						break
+					}
+				}
+				say("250 2.0.0 Ok: queued as PIPE1")
+			case "QUIT":
+				say("221 bye")
+				return
+			default:
+				say("250 ok")
+			}
+		}
 	})
-	p := e.pool(testConfig(b.addr))
-	_, err := sendAs(t, p, oddClient)
-	if r := asReply(t, err); r.Code != 451 || r.Reason != policy.ReasonBackendMail {
-		t.Errorf("reply %v (%s), want the 421 as 451 for MAIL", r, r.Reason)
+}
+
+// TestPipelinedMail: with PIPELINING, XFORWARD, MAIL and the first RCPT
+// leave in one write (RFC 2920), and each reply lands where it belongs.
+func TestPipelinedMail(t *testing.T) {
+	wantWrite := oddXforward + "\r\nMAIL FROM:<a@client.test> BODY=8BITMIME\r\nRCPT TO:<b@example.org>\r\n"
+	for _, tc := range []struct {
+		name     string
+		replies  []string // to XFORWARD, MAIL, RCPT
+		rcpt     string   // what Rcpt is called with
+		beginErr string   // Begin's reply, "" for none
+		rcptErr  string   // Rcpt's reply, "" for none
+	}{
+		{name: "all accepted", replies: []string{"250 ok", "250 2.1.0 ok", "250 2.1.5 ok"}, rcpt: "b@example.org"},
+		{name: "recipient refused", replies: []string{"250 ok", "250 ok", "550 5.1.1 no such user"}, rcpt: "b@example.org", rcptErr: "550 5.1.1"},
+		{name: "sender refused", replies: []string{"250 ok", "553 5.7.1 sender refused", "503 5.5.1 need MAIL"}, beginErr: "553 5.7.1"},
+		{name: "XFORWARD refused", replies: []string{"550 5.7.0 not authorized", "250 ok", "250 ok"}, rcpt: "b@example.org"},
+		{name: "Rcpt for another address", replies: []string{"250 ok", "250 ok", "250 ok"}, rcpt: "c@example.org", rcptErr: "451 4.3.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			got := make(chan string, 1)
+			p := e.pool(testConfig(pipelineBackend(t, tc.replies, got)))
+			ctx := context.Background()
+			txn, err := p.Begin(ctx, MailParams{From: "a@client.test", Size: 42, Client: oddClient, FirstRcpt: "b@example.org"})
+			if w := <-got; w != wantWrite {
+				t.Errorf("one read held %q, want %q", w, wantWrite)
+			}
+			if tc.beginErr != "" {
+				if err == nil || !strings.HasPrefix(asReply(t, err).Error(), tc.beginErr) {
+					t.Fatalf("Begin: %v, want %s", err, tc.beginErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Begin: %v", err)
+			}
+			err = txn.Rcpt(ctx, tc.rcpt)
+			if tc.rcptErr != "" {
+				if err == nil || !strings.HasPrefix(asReply(t, err).Error(), tc.rcptErr) {
+					t.Fatalf("Rcpt: %v, want %s", err, tc.rcptErr)
+				}
+				txn.Abort()
+				return
+			}
+			if err != nil {
+				t.Fatalf("Rcpt: %v", err)
+			}
+			res, err := txn.Data(ctx, []byte("Subject: x\r\n\r\n"), strings.NewReader("hello\r\n"))
+			if err != nil || res.QueueID != "PIPE1" {
+				t.Fatalf("Data: %+v, %v", res, err)
+			}
+		})
 	}
-	if got := b.commands(0, "MAIL"); len(got) != 0 {
-		t.Errorf("MAIL sent after 421: %q", got)
-	}
-	eventually(t, "connection closed", func() bool { return p.Stats().Open == 0 })
 }
 
 func TestXCLIENT(t *testing.T) {

@@ -216,7 +216,8 @@ func (s *session) rcpt(tx *txn, to string) *policy.Reply {
 		bt, err := s.rt.Relay.Begin(ctx, relay.MailParams{
 			From: tx.from.String(), Size: tx.opts.Size, UTF8: tx.opts.UTF8,
 			RequireTLS: tx.opts.RequireTLS, EightBit: tx.opts.Body == smtp.Body8BitMIME, Log: s.log(),
-			Client: relay.ClientIdentityOf(s.st.client()),
+			Client:    relay.ClientIdentityOf(s.st.client()),
+			FirstRcpt: addr.String(),
 		})
 		if err != nil {
 			r := asReply(err, s.log())
