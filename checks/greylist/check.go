@@ -115,7 +115,13 @@ type lookup struct {
 
 // allowed reports whether a live allow entry covers the client.
 func (g *Greylist) allowed(ctx context.Context, c Client, ck string, now time.Time) (bool, error) {
-	for _, l := range g.allowLookups(c, ck) {
+	lookups := g.allowLookups(c, ck)
+	for _, l := range lookups {
+		if until, ok := g.allowHits.Get(l.cacheKey()); ok && now.Before(until) {
+			return true, nil
+		}
+	}
+	for _, l := range lookups {
 		b, ok, err := g.store.Get(ctx, allowPrefix+l.key)
 		if err != nil {
 			return false, err
@@ -128,10 +134,27 @@ func (g *Greylist) allowed(ctx context.Context, c Client, ck string, now time.Ti
 			return false, err
 		}
 		if ok && now.Before(r.Expires) && (!l.operatorOnly || r.Source == sourceOperator) {
+			g.allowHits.Add(l.cacheKey(), earliest(r.Expires, now.Add(allowCacheTTL)))
 			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// cacheKey is the lookup's key in allowHits. Operator-only lookups are
+// kept apart: an entry a pass created must never satisfy one.
+func (l lookup) cacheKey() string {
+	if l.operatorOnly {
+		return "op " + l.key
+	}
+	return l.key
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // allowLookups lists the keys whose allow entries cover the client: its

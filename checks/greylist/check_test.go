@@ -421,3 +421,66 @@ func TestConcurrentFirstAttempts(t *testing.T) {
 		})
 	}
 }
+
+// TestAllowCache: an allow entry found in the store is remembered for up
+// to allowCacheTTL (never past its own expiry), so an allowed client costs
+// no store lookup per recipient; a missing entry is not remembered, so an
+// entry another gateway writes counts at once.
+func TestAllowCache(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	st := newMemStore()
+	g := New(st, Options{Now: clk.Now})
+	checkAs := func(c Client, want State) {
+		t.Helper()
+		d, err := g.Check(ctx, c, "a@sender.example", "b@ours.example", "ref")
+		if err != nil || (d.State == StateAllowed) != (want == StateAllowed) {
+			t.Fatalf("+%v: Check = %s, %v; want %s", clk.Now().Sub(newClock().Now()), d.State, err, want)
+		}
+	}
+	const notAllowed = State("(not allowed)")
+	gets := func() int { st.mu.Lock(); defer st.mu.Unlock(); return st.gets }
+
+	// Not allowed: looked up every time, never remembered.
+	checkAs(plain, notAllowed)
+	// Another gateway lets the client through: it counts at once.
+	other := New(st, Options{Now: clk.Now})
+	if err := other.Allow(ctx, "192.0.2.0/24", 30*minute); err != nil {
+		t.Fatal(err)
+	}
+	checkAs(plain, StateAllowed)
+	n := gets()
+	checkAs(plain, StateAllowed)
+	if d := gets() - n; d != 0 {
+		t.Errorf("an allowed client cost %d store lookups within the cache time", d)
+	}
+	// Deleted elsewhere: still trusted here within allowCacheTTL...
+	if ok, err := other.Delete(ctx, "192.0.2.0/24"); err != nil || !ok {
+		t.Fatalf("Delete: %v, %v", ok, err)
+	}
+	clk.at(allowCacheTTL - time.Second)
+	checkAs(plain, StateAllowed)
+	// ...and not after it.
+	clk.at(allowCacheTTL + time.Second)
+	checkAs(plain, notAllowed)
+
+	// An entry that expires before allowCacheTTL is not trusted past its
+	// expiry.
+	if err := g.Allow(ctx, "198.51.100.0/24", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	short := Client{IP: netip.MustParseAddr("198.51.100.7"), MailDomain: "sender.example"}
+	checkAs(short, StateAllowed)
+	clk.at(allowCacheTTL + 32*time.Second)
+	checkAs(short, notAllowed)
+
+	// A delete in this process counts at once.
+	if err := g.Allow(ctx, "198.51.100.0/24", 30*minute); err != nil {
+		t.Fatal(err)
+	}
+	checkAs(short, StateAllowed)
+	if ok, err := g.Delete(ctx, "198.51.100.0/24"); err != nil || !ok {
+		t.Fatalf("Delete: %v, %v", ok, err)
+	}
+	checkAs(short, notAllowed)
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/mxgate/mxgate/internal/greystore"
 	"github.com/mxgate/mxgate/policy"
 )
@@ -87,7 +88,22 @@ func (o Options) validate() error {
 type Greylist struct {
 	store greystore.Store
 	o     Options
+	// allowHits remembers allow entries found in the store, so a regular
+	// correspondent costs no store round trip per recipient; see
+	// allowCacheTTL. Only hits are kept: a client without an entry is
+	// looked up every time, so a pass recorded by another gateway counts
+	// at once.
+	allowHits *lru.Cache[string, time.Time]
 }
+
+// allowCacheTTL bounds how long a remembered allow entry is trusted: an
+// entry deleted from a shared store (gateway greylist delete, on another
+// machine) stops counting here within this time. allowCacheSize bounds the
+// memory: about 100 bytes an entry.
+const (
+	allowCacheTTL  = time.Minute
+	allowCacheSize = 20000
+)
 
 // New returns a Greylist keeping its state in store. It panics when store
 // is nil or the options are inconsistent (see Options): configuration
@@ -100,7 +116,11 @@ func New(store greystore.Store, o Options) *Greylist {
 	if err := o.validate(); err != nil {
 		panic("greylist: New: " + err.Error())
 	}
-	return &Greylist{store: store, o: o}
+	hits, err := lru.New[string, time.Time](allowCacheSize)
+	if err != nil {
+		panic("greylist: New: " + err.Error())
+	}
+	return &Greylist{store: store, o: o, allowHits: hits}
 }
 
 // now is the clock, in UTC so stored times read the same everywhere.

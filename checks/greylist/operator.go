@@ -130,6 +130,7 @@ func (g *Greylist) Release(ctx context.Context, ref string) (bool, error) {
 // entries (by their client key, or anything Allow takes, so `delete X`
 // undoes `allow X`). It reports whether any record was there.
 func (g *Greylist) Delete(ctx context.Context, key string) (bool, error) {
+	g.allowHits.Purge() // in this process at once; elsewhere within allowCacheTTL
 	keys, err := g.storeKeys(key)
 	if err != nil {
 		return false, err

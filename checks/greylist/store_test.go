@@ -18,6 +18,7 @@ type memStore struct {
 	vals   map[string][]byte
 	ttls   map[string]time.Duration
 	writes int
+	gets   int
 	// replay runs every Update callback twice and keeps the second
 	// result, as a store does after a conflict: a callback with side
 	// effects would show.
@@ -37,6 +38,7 @@ func (m *memStore) Get(_ context.Context, key string) ([]byte, bool, error) {
 	if err := m.fail["get"]; err != nil {
 		return nil, false, err
 	}
+	m.gets++
 	v, ok := m.vals[key]
 	return v, ok, nil
 }
