@@ -33,6 +33,7 @@
 #   MSGS=N            messages per run (default per size: 20000 up to 4 KiB,
 #                     10000 up to 64 KiB, 1000 above; QUICK: 500/200/50)
 #   QUICK=1           smoke test: CONC=10 SIZES=4096 RUNS=1, small counts
+#   PROFILE=1         a CPU profile of mxgate under load, top in the report (0: skip); PROFILE_SECS=8
 #   LATENCY=1         the bench/load section (0: skip it); LAT_MSGS=5000
 #   GL_STORE=redis|bbolt   mxgate's greylist store (default redis, as Haraka)
 #   HARAKA_NODES=cpus       Haraka worker processes ("" = one process)
@@ -57,6 +58,8 @@ cd "$ROOT"
 
 # ---------------------------------------------------------------- settings
 QUICK=${QUICK:-0}
+PROFILE=${PROFILE:-1}
+PROFILE_SECS=${PROFILE_SECS:-8}
 if [ "$QUICK" = 1 ]; then
   CONC=${CONC:-10}
   SIZES=${SIZES:-4096}
@@ -100,7 +103,7 @@ DKIM_KEY=$BENCH_DIR/zones/bench-dkim.key
 LISTED_IP=127.0.0.10 # listed in bl.test, not in wl.test
 GREY_IP=127.0.1.1    # outside the greylist allow entry 127.0.0.0/24
 
-export QUICK PEERS CONC SIZES RUNS MSGS LATENCY LAT_MSGS LAT_CONC GL_STORE HARAKA_NODES \
+export QUICK PROFILE PROFILE_SECS PEERS CONC SIZES RUNS MSGS LATENCY LAT_MSGS LAT_CONC GL_STORE HARAKA_NODES \
   BENCH_CACHE INSTALL KEEP SEALED PAUSE RSS_EVERY RUN_TIMEOUT GL_BLACK SINK_PORT \
   MXGATE_PORT POSTFIX_PORT HARAKA_PORT ADMIN_PORT REDIS_PORT RESOLVER_IP OUT
 
@@ -402,6 +405,7 @@ tls:
   key: "$W/tls/key.pem"
 admin:
   listen: "127.0.0.1:$ADMIN_PORT"
+  pprof: true # PROFILE=1 takes a CPU profile under load
 limits:
   # the benchmark client is one address, 127.0.0.1, with up to 100+ sessions
   max_connections: 2000
@@ -988,6 +992,32 @@ lat_diff() {
   awk -v a="$(lat_med "$1" mxgate "$2")" -v b="$(lat_med "$1" sink "$2")" 'BEGIN{printf "%+.2f", a-b}'
 }
 
+# ----------------------------------------------------------------- profile
+# profile: a CPU profile of the gateway under smtp-source load (4 KiB, the
+# largest CONC), taken over PROFILE_SECS; the top of it goes in the report.
+profile() {
+  local s
+  s=$(echo "$CONC" | tr ' ' '\n' | sort -n | tail -1)
+  log "profile: ${PROFILE_SECS}s CPU profile of mxgate under 4 KiB, c=$s"
+  # batches of 2000 until the profile is taken; the loop ends within a batch
+  : >"$W/profile.stop"
+  (while [ -e "$W/profile.stop" ]; do
+    timeout "$RUN_TIMEOUT" /usr/sbin/smtp-source -4 -s "$s" -m 2000 -l 4096 -M "$HELO" -f "$FROM" -t "$TO" \
+      "127.0.0.1:$MXGATE_PORT" >>"$W/logs/profile-src.out" 2>&1 || break
+  done) &
+  local src=$!
+  sleep 1
+  curl -fsS --max-time $((PROFILE_SECS + 5)) -o "$W/cpu.pprof" \
+    "http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE_SECS" || fail "profile: fetching the CPU profile failed"
+  rm -f "$W/profile.stop"
+  wait "$src" 2>/dev/null || true
+  if [ -s "$W/cpu.pprof" ]; then
+    cp "$W/cpu.pprof" "${OUT%.md}.cpu.pprof"
+    go tool pprof -top -nodecount=40 "$W/bin/gateway" "$W/cpu.pprof" >"$W/profile-top.txt" 2>/dev/null || true
+    go tool pprof -top -cum -nodecount=40 "$W/bin/gateway" "$W/cpu.pprof" >"$W/profile-cum.txt" 2>/dev/null || true
+  fi
+}
+
 # ==================================================================== main
 grep -q "^nameserver $RESOLVER_IP\$" /etc/resolv.conf || die "not in the private namespace: /etc/resolv.conf is not 'nameserver $RESOLVER_IP'"
 grep -v "^nameserver $RESOLVER_IP\$" /etc/resolv.conf | grep -q '^nameserver' && die "/etc/resolv.conf names another server"
@@ -1013,9 +1043,24 @@ if has haraka; then check_haraka; fi
 
 matrix
 if has mxgate && [ "$LATENCY" = 1 ] && [ -x "$W/bin/load" ]; then latency; fi
-
 mkdir -p "$(dirname "$OUT")"
+if has mxgate && [ "$PROFILE" = 1 ]; then profile; fi
+
 report | tee "$OUT"
+if [ -s "$W/profile-top.txt" ]; then
+  {
+    echo
+    echo "## CPU profile of mxgate (4 KiB, smtp-source, ${PROFILE_SECS}s; raw profile: $(basename "${OUT%.md}.cpu.pprof"))"
+    echo
+    echo '```'
+    sed -n '1,50p' "$W/profile-top.txt"
+    echo '```'
+    echo
+    echo '```'
+    sed -n '1,50p' "$W/profile-cum.txt"
+    echo '```'
+  } | tee -a "$OUT"
+fi
 log "report written to $OUT"
 if [ ${#FAILURES[@]} -gt 0 ]; then
   log "${#FAILURES[@]} failure(s): see the FAILURES section"
