@@ -399,6 +399,10 @@ listen:
 domains: [dest.test]
 backend:
   servers: ["127.0.0.1:$SINK_PORT"]
+  pool:
+    # as many idle backend connections as the largest CONC keeps (default
+    # 16: the pool would close and redial most of them under 50 sessions)
+    max_idle: 128
 # STARTTLS offered, as Postfix and Haraka offer it (smtp-source does not use it)
 tls:
   cert: "$W/tls/cert.pem"
