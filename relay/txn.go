@@ -291,13 +291,25 @@ func (t *Txn) transfer(header []byte, body io.Reader) (res *Result, rset bool, e
 	if err := c.bc.SetWriteDeadline(time.Now().Add(t.p.cfg.Timeouts.Data)); err != nil {
 		return nil, false, err
 	}
-	if _, err := w.Write(header); err != nil {
-		return nil, false, err
-	}
+	// The message is dot-stuffed a line at a time straight onto the
+	// stream go-smtp writes to (its buffer is empty after the 354); only
+	// the final line break goes through go-smtp's DotWriter, whose Close
+	// then sends the dot (stuff.go).
+	st := getStuffer(c.cc)
+	defer putStuffer(st)
+	_, err = st.Write(header)
 	br := &bodyReader{r: body}
-	buf := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(w, br, *buf)
-	copyBufs.Put(buf)
+	if err == nil {
+		buf := copyBufs.Get().(*[]byte)
+		_, err = io.CopyBuffer(st, br, *buf)
+		copyBufs.Put(buf)
+	}
+	if err == nil {
+		var endsLine bool
+		if endsLine, err = st.Finish(); err == nil && endsLine {
+			_, err = io.WriteString(w, "\r\n")
+		}
+	}
 	if err != nil {
 		// Close before CloseWithResponse could send the final dot.
 		c.close()
