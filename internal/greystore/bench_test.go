@@ -1,17 +1,10 @@
 package greystore_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,59 +66,13 @@ var benchStores = []benchStore{
 
 // startBenchRedis starts an empty redis-server on loopback for the rest of
 // the calling benchmark and returns its URL; it skips the benchmark when
-// redis-server is not installed or does not start. (testutil.StartRedis
-// takes a *testing.T, and fails in CI where a benchmark must skip.)
+// redis-server is not installed.
 func startBenchRedis(b *testing.B) string {
 	b.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if bin, err = exec.LookPath("/usr/sbin/redis-server"); err != nil {
-			b.Skip("redis-server not installed (apt-get install redis-server)")
-		}
+	if !testutil.Have("redis-server") {
+		b.Skip("redis-server not installed (apt-get install redis-server)")
 	}
-	dir := b.TempDir()
-	port := testutil.FreePort(b)
-	logFile, err := os.Create(filepath.Join(dir, "redis.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer logFile.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir)
-	cmd.Stdout, cmd.Stderr = logFile, logFile // files: no copying goroutine
-	if err := cmd.Start(); err != nil {
-		b.Skipf("starting redis-server: %v", err)
-	}
-	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		t := time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
-		cmd.Wait()
-		t.Stop()
-	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	for deadline := time.Now().Add(10 * time.Second); !redisReady(addr); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logFile.Name())
-			b.Skipf("redis-server did not answer PING within 10s:\n%s", log)
-		}
-	}
-	return "redis://" + addr + "/0"
-}
-
-// redisReady reports whether a Redis server answers PING at addr. It
-// speaks the protocol itself: go-redis logs every refused dial.
-func redisReady(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	return testutil.StartRedis(b).URL("", 0)
 }
 
 // seed stores value under key for a day.

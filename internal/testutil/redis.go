@@ -31,7 +31,7 @@ func (s *RedisServer) URL(userinfo string, db int) string {
 }
 
 // Signal sends sig to the server, failing the test if it cannot.
-func (s *RedisServer) Signal(t *testing.T, sig os.Signal) {
+func (s *RedisServer) Signal(t testing.TB, sig os.Signal) {
 	t.Helper()
 	if err := s.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %v to redis-server: %v", sig, err)
@@ -41,7 +41,7 @@ func (s *RedisServer) Signal(t *testing.T, sig os.Signal) {
 // StartRedis starts a redis-server that saves nothing to disk, with extra
 // arguments appended, and waits until it answers PING. It is stopped when
 // the test ends: SIGTERM, then SIGKILL if it has not exited within 5 s.
-func StartRedis(t *testing.T, extra ...string) *RedisServer {
+func StartRedis(t testing.TB, extra ...string) *RedisServer {
 	t.Helper()
 	bin := Need(t, "redis-server", "redis-server")
 	dir := t.TempDir()
@@ -58,7 +58,7 @@ func StartRedis(t *testing.T, extra ...string) *RedisServer {
 	return nil
 }
 
-func tryStartRedis(t *testing.T, bin, dir string, extra []string) (*RedisServer, error) {
+func tryStartRedis(t testing.TB, bin, dir string, extra []string) (*RedisServer, error) {
 	port := FreePort(t)
 	logPath := filepath.Join(dir, fmt.Sprintf("redis-%d.log", port))
 	logFile, err := os.Create(logPath)

@@ -49,6 +49,14 @@ func Need(t testing.TB, prog, debPackage string) string {
 	return ""
 }
 
+// Have reports whether prog is installed (in PATH or an sbin directory),
+// for benchmarks: they skip without it, in CI too, since CI runs no
+// benchmarks and a missing peer must not fail one run by hand.
+func Have(prog string) bool {
+	_, err := lookPath(prog)
+	return err == nil
+}
+
 func lookPath(prog string) (string, error) {
 	if strings.ContainsRune(prog, os.PathSeparator) {
 		return exec.LookPath(prog)
