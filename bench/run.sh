@@ -25,7 +25,8 @@
 #   haraka   smtp-source -> Haraka 3.3.4 (dns-list, greylist on redis,
 #            rcpt_to.in_host_list, smtp_forward) -> smtp-sink
 # and, with bench/load, DKIM-signed messages: latency at c=10 and
-# throughput at c=10 and 50, smtp-sink directly vs through mxgate.
+# throughput at c=10 and 50, smtp-sink directly vs through mxgate, as fast
+# as each answers and at a fixed offered rate (LAT_RATE, an open loop).
 #
 # Settings (environment):
 #   PEERS="ceiling mxgate postfix haraka"   systems to measure
@@ -35,6 +36,7 @@
 #   QUICK=1           smoke test: CONC=10 SIZES=4096 RUNS=1, small counts
 #   PROFILE=1         a CPU profile of mxgate under load, top in the report (0: skip); PROFILE_SECS=8
 #   LATENCY=1         the bench/load section (0: skip it); LAT_MSGS=5000
+#   LAT_RATE=1000     msg/s offered at the first LAT_CONC (0: no paced run)
 #   GL_STORE=redis|bbolt   mxgate's greylist store (default redis, as Haraka)
 #   HARAKA_NODES=cpus       Haraka worker processes ("" = one process)
 #   OUT=bench/results/DATE-HOST.md          the report (also printed)
@@ -74,6 +76,7 @@ MSGS=${MSGS:-}
 LATENCY=${LATENCY:-1}
 LAT_MSGS=${LAT_MSGS:-5000}
 LAT_CONC=${LAT_CONC:-10 50}
+LAT_RATE=${LAT_RATE:-1000}
 GL_STORE=${GL_STORE:-redis}
 HARAKA_NODES=${HARAKA_NODES-cpus}
 BENCH_CACHE=${BENCH_CACHE:-/var/cache/mxgate-bench}
@@ -103,7 +106,7 @@ DKIM_KEY=$BENCH_DIR/zones/bench-dkim.key
 LISTED_IP=127.0.0.10 # listed in bl.test, not in wl.test
 GREY_IP=127.0.1.1    # outside the greylist allow entry 127.0.0.0/24
 
-export QUICK PROFILE PROFILE_SECS PEERS CONC SIZES RUNS MSGS LATENCY LAT_MSGS LAT_CONC GL_STORE HARAKA_NODES \
+export QUICK PROFILE PROFILE_SECS PEERS CONC SIZES RUNS MSGS LATENCY LAT_MSGS LAT_CONC LAT_RATE GL_STORE HARAKA_NODES \
   BENCH_CACHE INSTALL KEEP SEALED PAUSE RSS_EVERY RUN_TIMEOUT GL_BLACK SINK_PORT \
   MXGATE_PORT POSTFIX_PORT HARAKA_PORT ADMIN_PORT REDIS_PORT RESOLVER_IP OUT
 
@@ -119,7 +122,7 @@ check_settings() {
   for p in $PEERS; do
     case $p in ceiling | mxgate | postfix | haraka) ;; *) die "PEERS: unknown system '$p'" ;; esac
   done
-  for n in $CONC $SIZES $RUNS $MSGS $LAT_MSGS $LAT_CONC $SINK_PORT $MXGATE_PORT $POSTFIX_PORT \
+  for n in $CONC $SIZES $RUNS $MSGS $LAT_MSGS $LAT_CONC $LAT_RATE $SINK_PORT $MXGATE_PORT $POSTFIX_PORT \
     $HARAKA_PORT $ADMIN_PORT $REDIS_PORT; do
     case $n in '' | *[!0-9]*) die "not a positive number: '$n'" ;; esac
   done
@@ -809,27 +812,38 @@ matrix() {
 }
 
 # ------------------------------------------------- latency and DKIM (load)
-LAT=$W/lat.tsv # conc run target json
+LAT=$W/lat.tsv # key run target json; key: CONC, or CONC@RATE for a paced run
 : >"$LAT"
+# lat_keys: the bench/load cells, "CONC" (as fast as the target answers)
+# for each LAT_CONC, then "CONC@RATE" (LAT_RATE msg/s offered, an open
+# loop) at the first LAT_CONC.
+lat_keys() {
+  local c
+  for c in $LAT_CONC; do echo "$c"; done
+  [ "$LAT_RATE" = 0 ] || echo "${LAT_CONC%% *}@$LAT_RATE"
+}
 latency() {
-  local c r tgt port out
-  log "latency/DKIM: bench/load, 4 KiB DKIM-signed, c=$LAT_CONC, $LAT_MSGS messages, $RUNS runs"
+  local key c rate r tgt port out
+  log "latency/DKIM: bench/load, 4 KiB DKIM-signed, cells $(lat_keys | tr '\n' ' ')(CONC@RATE: paced), $LAT_MSGS messages, $RUNS runs"
   local m0 d0 m1 d1
   m0=$(metrics)
   d0=$(metric_sum gateway_check_results_total 'check="dkim",result="pass"' <<<"$m0")
-  for c in $LAT_CONC; do
+  for key in $(lat_keys); do
+    c=${key%@*}
+    rate=0
+    [ "$key" = "$c" ] || rate=${key#*@}
     for ((r = 1; r <= RUNS; r++)); do
       for tgt in sink mxgate; do
         if [ "$tgt" = sink ]; then port=$SINK_PORT; else port=$MXGATE_PORT; fi
         run_fg "$W/logs/load.json" "$W/logs/load.err" timeout "$RUN_TIMEOUT" "$W/bin/load" \
-          -addr "127.0.0.1:$port" -c "$c" -n "$LAT_MSGS" -size 4096 -per-conn 1 -from "$FROM" -to "$TO" \
+          -addr "127.0.0.1:$port" -c "$c" -n "$LAT_MSGS" -size 4096 -per-conn 1 -from "$FROM" -to "$TO" -rate "$rate" \
           -helo "$HELO" -dkim-key "$DKIM_KEY" -dkim-domain example.test -dkim-selector bench -warmup 200 -json || true
         out=$(cat "$W/logs/load.json")
         if [ "$(jq -r '.fail' <<<"$out" 2>/dev/null)" != 0 ] || [ "$(jq -r '.ok' <<<"$out" 2>/dev/null)" != "$LAT_MSGS" ]; then
-          fail "load -> $tgt c=$c run=$r: $(jq -c '{ok, fail, fail_by_code}' <<<"$out" 2>/dev/null || echo "$out") $(tail -c 300 "$W/logs/load.err")"
+          fail "load -> $tgt $key run=$r: $(jq -c '{ok, fail, fail_by_code}' <<<"$out" 2>/dev/null || echo "$out") $(tail -c 300 "$W/logs/load.err")"
         fi
-        printf '%s\t%s\t%s\t%s\n' "$c" "$r" "$tgt" "$(jq -c . <<<"$out" 2>/dev/null || echo '{}')" >>"$LAT"
-        log "  load -> $tgt c=$c run=$r: $(jq -r '"\(.msgs_per_sec|floor) msg/s, session p50 \(.session_p50_ms) ms p99 \(.session_p99_ms) ms"' <<<"$out" 2>/dev/null || echo '?')"
+        printf '%s\t%s\t%s\t%s\n' "$key" "$r" "$tgt" "$(jq -c . <<<"$out" 2>/dev/null || echo '{}')" >>"$LAT"
+        log "  load -> $tgt $key run=$r: $(jq -r '"\(.msgs_per_sec|floor) msg/s, session p50 \(.session_p50_ms) ms p99 \(.session_p99_ms) ms"' <<<"$out" 2>/dev/null || echo '?')"
         if [ "$tgt" = mxgate ]; then : >"$MX/verdicts.jsonl"; fi
         sleep "$PAUSE"
       done
@@ -838,7 +852,7 @@ latency() {
   m1=$(metrics)
   d1=$(metric_sum gateway_check_results_total 'check="dkim",result="pass"' <<<"$m1")
   local want
-  want=$(($(wc -w <<<"$LAT_CONC") * RUNS * (LAT_MSGS + 200)))
+  want=$(($(lat_keys | wc -l) * RUNS * (LAT_MSGS + 200)))
   if [ $((d1 - d0)) -lt "$want" ]; then
     fail "mxgate verified $((d1 - d0)) DKIM signatures as pass during the load runs, want $want"
   else
@@ -969,23 +983,31 @@ latency_report() {
   echo "## Latency and DKIM: bench/load, 4 KiB DKIM-signed (rsa-sha256, 2048), one connection per message"
   echo
   echo "Medians of $RUNS run(s) of $LAT_MSGS messages after 200 warm-up messages (so the gateway's DNS cache is warm: DNS excluded). session = dial to the 250 after DATA; data = end-of-data sent to its 250."
+  echo "Offered: \`max\` = each session sends its next message when the last is answered (closed loop; the latency includes the wait for the CPU that load, gateway and backend share); \`N/s\` = messages due at a fixed rate whatever the target does (open loop, bench/load -rate), latency counted from when each was due."
   echo
-  echo "| conc | target | msg/s | session p50 ms | session p90 ms | session p99 ms | data p50 ms | data p99 ms |"
-  echo "|---|---|---|---|---|---|---|---|"
-  for c in $LAT_CONC; do
+  echo "| conc | offered | target | msg/s | session p50 ms | session p90 ms | session p99 ms | data p50 ms | data p99 ms |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  local key c offered
+  for key in $(lat_keys); do
+    c=${key%@*}
+    offered=max
+    [ "$key" = "$c" ] || offered="${key#*@}/s"
     for tgt in sink mxgate; do
-      local row="| $c | smtp-sink directly |"
-      [ "$tgt" = sink ] || row="| $c | mxgate → smtp-sink |"
-      row+=" $(lat_med "$c" "$tgt" msgs_per_sec | awk '{printf "%.0f", $1}') |"
+      local row="| $c | $offered | smtp-sink directly |"
+      [ "$tgt" = sink ] || row="| $c | $offered | mxgate → smtp-sink |"
+      row+=" $(lat_med "$key" "$tgt" msgs_per_sec | awk '{printf "%.0f", $1}') |"
       for f in session_p50_ms session_p90_ms session_p99_ms data_p50_ms data_p99_ms; do
-        row+=" $(lat_med "$c" "$tgt" "$f" | awk '{printf "%.2f", $1}') |"
+        row+=" $(lat_med "$key" "$tgt" "$f" | awk '{printf "%.2f", $1}') |"
       done
       echo "$row"
     done
   done
   echo
-  for c in $LAT_CONC; do
-    echo "- c=$c: mxgate adds $(lat_diff "$c" session_p50_ms) ms at p50 and $(lat_diff "$c" session_p99_ms) ms at p99 per session (data phase: $(lat_diff "$c" data_p50_ms) / $(lat_diff "$c" data_p99_ms) ms); throughput $(awk -v a="$(lat_med "$c" mxgate msgs_per_sec)" -v b="$(lat_med "$c" sink msgs_per_sec)" 'BEGIN{if(b>0) printf "%.0f %%", 100*a/b; else print "-"}') of the ceiling"
+  for key in $(lat_keys); do
+    c=${key%@*}
+    offered="as fast as each answers"
+    [ "$key" = "$c" ] || offered="${key#*@} msg/s offered"
+    echo "- c=$c, $offered: mxgate adds $(lat_diff "$key" session_p50_ms) ms at p50 and $(lat_diff "$key" session_p99_ms) ms at p99 per session (data phase: $(lat_diff "$key" data_p50_ms) / $(lat_diff "$key" data_p99_ms) ms); throughput $(awk -v a="$(lat_med "$key" mxgate msgs_per_sec)" -v b="$(lat_med "$key" sink msgs_per_sec)" 'BEGIN{if(b>0) printf "%.0f %%", 100*a/b; else print "-"}') of smtp-sink's"
   done
   echo
 }

@@ -3,7 +3,7 @@
 // loopback (the gateway, or a backend directly) and prints the throughput
 // and the per-message latency.
 //
-//	load -addr 127.0.0.1:2525 -c 10 -n 5000 -size 4096 [-per-conn 1] [-json]
+//	load -addr 127.0.0.1:2525 -c 10 -n 5000 -size 4096 [-per-conn 1] [-rate 0] [-json]
 //	load -ports 2    # print two free loopback ports, one per line
 //
 // Each message is one mail transaction (RFC 5321 §3.3) without pipelining:
@@ -18,6 +18,16 @@
 // moment the write carrying the end-of-data marker has returned to that 250:
 // the time the server takes to decide, once it has the whole message.
 // Failed messages are counted by reply code but give no latency sample.
+//
+// By default every session sends its next message as soon as the last one
+// is answered (a closed loop): the throughput is the most the server gives,
+// and the latency then includes the wait for a CPU the client, the server
+// and its backend share. With -rate R the load is an open loop instead:
+// message i is due at R per second after the start of the phase, whatever
+// the server does, and its session latency runs from when it was due, not
+// from when a session got round to it. A server that falls behind is then
+// charged for the wait (no coordinated omission), and at a rate below
+// saturation the latency is what the server adds, not queueing.
 //
 // The address must be a loopback IP literal: the tool never resolves a name
 // and never connects anywhere else.
@@ -112,19 +122,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // flagValues are the flags of a run as the JSON report echoes them.
 type flagValues struct {
-	Addr         string `json:"addr"`
-	C            int    `json:"c"`
-	N            int    `json:"n"`
-	Size         int    `json:"size"`
-	PerConn      int    `json:"per_conn"`
-	From         string `json:"from"`
-	To           string `json:"to"`
-	Helo         string `json:"helo"`
-	Warmup       int    `json:"warmup"`
-	Timeout      string `json:"timeout"`
-	DKIMKey      string `json:"dkim_key,omitempty"`
-	DKIMDomain   string `json:"dkim_domain,omitempty"`
-	DKIMSelector string `json:"dkim_selector,omitempty"`
+	Addr         string  `json:"addr"`
+	C            int     `json:"c"`
+	N            int     `json:"n"`
+	Size         int     `json:"size"`
+	PerConn      int     `json:"per_conn"`
+	From         string  `json:"from"`
+	To           string  `json:"to"`
+	Helo         string  `json:"helo"`
+	Warmup       int     `json:"warmup"`
+	Timeout      string  `json:"timeout"`
+	Rate         float64 `json:"rate,omitempty"`
+	DKIMKey      string  `json:"dkim_key,omitempty"`
+	DKIMDomain   string  `json:"dkim_domain,omitempty"`
+	DKIMSelector string  `json:"dkim_selector,omitempty"`
 }
 
 // config is the parsed and validated command line.
@@ -136,7 +147,7 @@ type config struct {
 	ports   int
 }
 
-const usageHead = `usage: load -addr 127.0.0.1:PORT [-c 10] [-n 5000] [-size 4096] [-per-conn 1]
+const usageHead = `usage: load -addr 127.0.0.1:PORT [-c 10] [-n 5000] [-size 4096] [-per-conn 1] [-rate R]
             [-from ADDR] [-to ADDR] [-helo NAME] [-warmup 200] [-timeout 30s] [-json]
             [-dkim-key FILE [-dkim-domain DOMAIN] [-dkim-selector bench]]
        load -ports K
@@ -164,6 +175,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.N, "n", 5000, "messages to send and measure")
 	fs.IntVar(&cfg.Size, "size", 4096, "approximate message size in bytes, headers (and DKIM-Signature) included")
 	fs.IntVar(&cfg.PerConn, "per-conn", 1, "messages per connection; 1 dials anew for every message")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "offer `R` messages per second over all sessions, latency counted from when each was due (an open loop); 0: as fast as the server answers")
 	fs.StringVar(&cfg.From, "from", "sender@example.test", "envelope sender and From: address")
 	fs.StringVar(&cfg.To, "to", "user@dest.test", "envelope recipient and To: address")
 	fs.StringVar(&cfg.Helo, "helo", "client.example.test", "EHLO name")
@@ -210,6 +222,9 @@ func (cfg *config) check(fs *flag.FlagSet) error {
 	}
 	if cfg.Size > maxSize {
 		return fmt.Errorf("-size %d: at most %d", cfg.Size, maxSize)
+	}
+	if cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) || cfg.Rate > 1e6 {
+		return fmt.Errorf("-rate %v: want 0 (no pacing) up to 1000000 messages per second", cfg.Rate)
 	}
 	if cfg.timeout <= 0 {
 		return fmt.Errorf("-timeout %v: must be positive", cfg.timeout)
@@ -352,10 +367,38 @@ func newJob(cfg *config, msg []byte, stderr io.Writer) *job {
 	}
 }
 
-// queue hands out the messages of a phase.
-type queue struct{ left atomic.Int64 }
+// queue hands out the messages of a phase, in order, and says when each is
+// due when the load is paced.
+type queue struct {
+	n     int64
+	next  atomic.Int64
+	start time.Time     // of the phase
+	every time.Duration // between two messages; 0: not paced
+}
 
-func (q *queue) take() bool { return q.left.Add(-1) >= 0 }
+// take hands out the next message and returns when it is due: now when
+// the load is not paced. ok is false when none is left or ctx ended while
+// waiting for the message's turn.
+func (q *queue) take(ctx context.Context) (due time.Time, ok bool) {
+	i := q.next.Add(1) - 1
+	if i >= q.n {
+		return time.Time{}, false
+	}
+	if q.every == 0 {
+		return time.Now(), true
+	}
+	due = q.start.Add(time.Duration(i) * q.every)
+	if wait := time.Until(due); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return time.Time{}, false
+		}
+	}
+	return due, true
+}
 
 // tally is what one worker measured; the workers' tallies are merged at the
 // end of a phase, so the hot path takes no lock.
@@ -376,10 +419,12 @@ func (t *tally) failed() int {
 // phase sends n messages over the configured number of workers and returns
 // their merged tally and the wall time it took.
 func (j *job) phase(ctx context.Context, n int, label string) (tally, time.Duration) {
-	q := &queue{}
-	q.left.Store(int64(n))
-	tallies := make([]tally, min(j.cfg.C, n))
 	start := time.Now()
+	q := &queue{n: int64(n), start: start}
+	if j.cfg.Rate > 0 {
+		q.every = time.Duration(float64(time.Second) / j.cfg.Rate)
+	}
+	tallies := make([]tally, min(j.cfg.C, n))
 	var wg sync.WaitGroup
 	for i := range tallies {
 		t := &tallies[i]
@@ -405,27 +450,37 @@ func (j *job) phase(ctx context.Context, n int, label string) (tally, time.Durat
 }
 
 // worker dials connections and sends up to -per-conn messages on each until
-// the queue is empty or the run is interrupted.
+// the queue is empty or the run is interrupted. A message's session clock
+// starts when it is due (queue.take), which unpaced is before the dial with
+// -per-conn 1 and before MAIL otherwise. Paced, it is the due time, dial
+// included for the first message of a connection.
 func (j *job) worker(ctx context.Context, q *queue, t *tally, label string) {
-	for ctx.Err() == nil && q.take() {
-		start := time.Now()
+	for ctx.Err() == nil {
+		start, ok := q.take(ctx)
+		if !ok {
+			return
+		}
 		t.conns++
 		c, err := j.dial(ctx)
 		if err != nil {
 			j.record(ctx, t, label, 0, 0, err)
 			continue
 		}
+		if j.cfg.PerConn > 1 && q.every == 0 {
+			start = time.Now() // from MAIL, the dial not counted
+		}
 		for k := 1; ; k++ {
-			if j.cfg.PerConn > 1 {
-				start = time.Now()
-			}
 			session, data, err := j.send(c, start)
 			j.record(ctx, t, label, session, data, err)
 			if err != nil && !c.recover(err) {
 				break
 			}
-			if k >= j.cfg.PerConn || ctx.Err() != nil || !q.take() {
+			if k >= j.cfg.PerConn || ctx.Err() != nil {
 				c.cmd(2, "QUIT") // its outcome does not matter
+				break
+			}
+			if start, ok = q.take(ctx); !ok {
+				c.cmd(2, "QUIT")
 				break
 			}
 		}

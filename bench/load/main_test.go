@@ -149,6 +149,36 @@ func TestAgainstSink(t *testing.T) {
 	}
 }
 
+// TestPaced offers a fixed rate: every message arrives, none is sent
+// before it is due, so the phase lasts at least until the last one was
+// due, and the rate is echoed in the report.
+func TestPaced(t *testing.T) {
+	const n, rate = 40, 200.0
+	for _, perConn := range []int{1, 4} {
+		t.Run(fmt.Sprintf("per-conn=%d", perConn), func(t *testing.T) {
+			s := startSink(t, sink.Config{})
+			code, rep, stderr := runJSON(t, context.Background(), "-addr", s.Addr(), "-c", "3",
+				"-n", strconv.Itoa(n), "-warmup", "0", "-rate", "200", "-per-conn", strconv.Itoa(perConn), "-timeout", "10s")
+			if code != exitOK || rep.OK != n || rep.Flags.Rate != rate {
+				t.Fatalf("exit %d, report %+v, stderr %q", code, rep, stderr)
+			}
+			// Message n-1 is due (n-1)/rate after the start.
+			if min := float64(n-1) / rate; rep.Secs < min {
+				t.Errorf("the run took %.3f s, but the last message was due only after %.3f s", rep.Secs, min)
+			}
+			if rep.SessionP50Ms <= 0 || rep.SessionMaxMs < rep.SessionP99Ms {
+				t.Errorf("implausible latencies: %+v", rep)
+			}
+			if err := s.WaitIdle(5 * time.Second); err != nil {
+				t.Error(err)
+			}
+			if got := len(s.Accepted()); got != n {
+				t.Errorf("sink accepted %d messages, want %d", got, n)
+			}
+		})
+	}
+}
+
 func checkReceived(t *testing.T, s *sink.Server, rep *report, total, perConn, size int) {
 	t.Helper()
 	ms := s.Accepted()
@@ -297,6 +327,10 @@ func TestParseArgs(t *testing.T) {
 		{append(base, "-size", "100000000"), "at most"},
 		{append(base, "-warmup", "-1"), "-warmup -1"},
 		{append(base, "-timeout", "0s"), "-timeout"},
+		{append(base, "-rate", "250.5"), ""},
+		{append(base, "-rate", "-1"), "-rate -1"},
+		{append(base, "-rate", "NaN"), "-rate NaN"},
+		{append(base, "-rate", "2e6"), "up to 1000000"},
 		{append(base, "-from", "no-at-sign"), "local@domain"},
 		{append(base, "-to", "a b@example.test"), "not allowed"},
 		{append(base, "-to", "a@x\r\nRSET"), "not allowed"},
