@@ -1,7 +1,11 @@
 package dkim
 
 import (
+	"bufio"
+	"bytes"
 	"net"
+	"net/textproto"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -50,6 +54,41 @@ func FuzzSignatures(f *testing.F) {
 			if v.Identifier != "" && v.Identifier != sigs[i].Identifier && !defaulted {
 				t.Fatalf("signature %d: i=%q, go-msgauth %q", i, sigs[i].Identifier, v.Identifier)
 			}
+		}
+	})
+}
+
+// textprotoFields is fields as it was written first, over net/textproto:
+// the reference FuzzFields holds the in-place scanner to.
+func textprotoFields(header []byte) []string {
+	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(header)))
+	var out []string
+	for {
+		line, err := tr.ReadLine()
+		if err != nil || line == "" {
+			return out
+		}
+		if len(out) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			out[len(out)-1] += line + "\r\n"
+		} else {
+			out = append(out, line+"\r\n")
+		}
+	}
+}
+
+// FuzzFields: fields cuts any input into exactly the fields textproto's
+// line reading gives.
+func FuzzFields(f *testing.F) {
+	for _, s := range []string{
+		"", "\r\n", "a: b\r\n\r\nbody", " lead\r\n\tfold\r\nX: y", "a: b\n c\nd: e\n\n",
+		"a: b\r", "a: b\r\r\n", "\ra\r\n", "a\r\n \r\n\t\r\nb", "x\n\r\ny",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, header []byte) {
+		got, want := fields(header), textprotoFields(header)
+		if !slices.Equal(got, want) {
+			t.Fatalf("fields(%q) = %q, textproto reading gives %q", header, got, want)
 		}
 	})
 }

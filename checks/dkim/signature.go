@@ -1,9 +1,7 @@
 package dkim
 
 import (
-	"bufio"
 	"bytes"
-	"net/textproto"
 	"strings"
 	"unicode"
 )
@@ -54,21 +52,35 @@ func Signatures(header []byte) []Signature {
 // fields splits a header section into unfolded-by-concatenation fields,
 // mirroring go-msgauth's readHeader: a line that starts with a space or a
 // tab continues the field before it; the first empty line, or the end of
-// input, ends the section.
+// input, ends the section. Lines are cut as net/textproto's ReadLine cuts
+// them (at LF, one CR before it dropped; a last line without LF kept as
+// it is) and each field's lines end in CRLF. It runs for every message,
+// signed or not, so it scans the bytes in place rather than through a
+// bufio.Reader of its own; FuzzFields holds it to the textproto reading.
 func fields(header []byte) []string {
-	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(header)))
 	var out []string
-	for {
-		line, err := tr.ReadLine()
-		if err != nil || line == "" {
-			return out
-		}
-		if len(out) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			out[len(out)-1] += line + "\r\n"
+	var field []byte
+	for len(header) > 0 {
+		line := header
+		if i := bytes.IndexByte(header, '\n'); i >= 0 {
+			line, header = header[:i], header[i+1:]
+			line = bytes.TrimSuffix(line, []byte("\r"))
 		} else {
-			out = append(out, line+"\r\n")
+			header = nil
 		}
+		if len(line) == 0 {
+			break
+		}
+		if field != nil && line[0] != ' ' && line[0] != '\t' {
+			out = append(out, string(field))
+			field = field[:0]
+		}
+		field = append(append(field, line...), '\r', '\n')
 	}
+	if field != nil {
+		out = append(out, string(field))
+	}
+	return out
 }
 
 // parseSignature reads the tags the record shows from a tag-list (RFC 6376
