@@ -118,6 +118,21 @@ func placeholderProblem(text string) string {
 	return ""
 }
 
+// Facts returns the canonical names of the facts the reply's placeholders
+// name, in order of appearance; nil for a nil reply.
+func (r *Reply) Facts() []string {
+	if r == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range placeholderRE.FindAllStringSubmatch(r.Text, -1) {
+		if name, _, ok := canonicalFact(m[1]); ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // maxExpanded bounds what one placeholder may add to a reply.
 const maxExpanded = 200
 

@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net/mail"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/policy"
@@ -58,12 +60,16 @@ func heloValid(h string) bool {
 }
 
 // setDataValues sets the facts known once the message is in: its size and
-// its header fields (the first of each name, unfolded). It returns the
-// Message-ID and the From address for the verdict record, and the number
-// of Received fields (for loop detection).
-func setDataValues(v *policy.Values, size int64, header []byte) (msgID, from string, received int) {
+// the header.* facts in named (the first field of each name, unfolded). It
+// returns the Message-ID and the From address for the verdict record, and
+// the number of Received fields (for loop detection).
+func setDataValues(v *policy.Values, size int64, header []byte, named map[string]bool) (msgID, from string, received int) {
 	v.Set("size", size)
-	m, err := mail.ReadMessage(io.MultiReader(bytes.NewReader(header), strings.NewReader("\r\n")))
+	br := headerReaders.Get().(*bufio.Reader)
+	defer headerReaders.Put(br)
+	br.Reset(io.MultiReader(bytes.NewReader(header), strings.NewReader("\r\n")))
+	m, err := mail.ReadMessage(br)
+	br.Reset(nil) // m.Body, the only other user of br, is not read
 	if err != nil {
 		v.Set("header_from.valid", false)
 		return "", "", 0
@@ -73,8 +79,8 @@ func setDataValues(v *policy.Values, size int64, header []byte) (msgID, from str
 	list, lerr := mail.ParseAddressList(strings.Join(froms, ","))
 	v.Set("header_from.valid", len(froms) == 1 && lerr == nil && len(list) == 1)
 	for name, vals := range m.Header {
-		if len(vals) > 0 {
-			v.Set("header."+strings.ToLower(name), strings.TrimSpace(vals[0]))
+		if fact := "header." + strings.ToLower(name); len(vals) > 0 && named[fact] {
+			v.Set(fact, strings.TrimSpace(vals[0]))
 		}
 	}
 	msgID = clip(strings.TrimSpace(m.Header.Get("Message-Id")), 256)
@@ -90,3 +96,8 @@ func setDataValues(v *policy.Values, size int64, header []byte) (msgID, from str
 	}
 	return msgID, from, received
 }
+
+// headerReaders saves mail.ReadMessage a 4 KiB bufio.Reader per message:
+// bufio.NewReader returns the reader it is given when that is a
+// *bufio.Reader of at least its default size.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}

@@ -132,7 +132,7 @@ func (s *session) dataDecision(tx *txn, msg *spool.Message) *policy.Reply {
 	}
 	tx.rec.Size = msg.Size()
 	var received int
-	tx.rec.MessageID, tx.rec.HeaderFrom, received = setDataValues(tx.vals, msg.Size(), msg.Header())
+	tx.rec.MessageID, tx.rec.HeaderFrom, received = setDataValues(tx.vals, msg.Size(), msg.Header(), s.rt.headerFacts)
 	if received > s.rt.Cfg.Limits.MaxReceived {
 		tx.rec.Detail = fmt.Sprintf("%d Received header fields", received)
 		return policy.ErrMailLoop

@@ -222,6 +222,36 @@ func TestRecordKeepsOnlyNamedHeaders(t *testing.T) {
 	}
 }
 
+// TestReplyNamesHeaderFact: a header fact that only a rule's reply names
+// (no condition does) is still set, so the placeholder expands, and the
+// record keeps it.
+func TestReplyNamesHeaderFact(t *testing.T) {
+	rules := `
+- name: big
+  if: { size: ">= 1" }
+  action: reject
+  reply: "550 5.7.1 Not from {header.x-mailer}"
+`
+	h := newHarness(t, sink.Config{}, withRules(t, rules, policy.Options{}, nil))
+	cl := h.greet()
+	cl.send("MAIL FROM:<a@example.test>")
+	cl.expect("250 ")
+	cl.send("RCPT TO:<bob@ours.test>")
+	cl.expect("250 ")
+	cl.send("DATA")
+	cl.expect("354 ")
+	cl.send("X-Mailer: BulkMailer 3\r\nSubject: s\r\n\r\nx\r\n.")
+	cl.expect("550 5.7.1 Not from BulkMailer 3 (ref ")
+	cl.send("QUIT")
+	rec := h.recs.wait(t, 1)[0]
+	if rec.Facts["header.x-mailer"] != "BulkMailer 3" {
+		t.Fatalf("facts %v", rec.Facts)
+	}
+	if _, ok := rec.Facts["header.subject"]; ok {
+		t.Fatalf("the record keeps headers no rule names: %v", rec.Facts)
+	}
+}
+
 // A transaction refused by a rule delayed to RCPT is recorded as the rule's,
 // even when its last recipient was also outside our domains.
 func TestPolicyDelayedRejectIsTheReason(t *testing.T) {

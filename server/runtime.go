@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/mxgate/mxgate/checks/greylist"
@@ -37,9 +38,11 @@ type Runtime struct {
 	// Greylist is greylisting over its store; nil when disabled.
 	Greylist  *greylist.Greylist
 	greyStore greystore.Store
-	// headerFacts are the header.* facts some rule names: the only header
-	// fields a verdict record keeps (whole Received and DKIM-Signature
-	// fields of every message have no place there).
+	// headerFacts are the header.* facts some rule names, in its condition
+	// or its reply: the only header facts set at DATA, so the only ones a
+	// verdict record keeps (whole Received and DKIM-Signature fields of
+	// every message have no place there, and setting a fact for every
+	// field of every message cost allocations nothing read).
 	headerFacts map[string]bool
 }
 
@@ -95,7 +98,7 @@ func buildRuntime(cfg *config.Config, log *slog.Logger, prev *Runtime) (*Runtime
 	}
 	hf := map[string]bool{}
 	for _, r := range cfg.Policy.Engine.Rules() {
-		for _, f := range r.Facts {
+		for _, f := range slices.Concat(r.Facts, r.Reply.Facts()) {
 			if strings.HasPrefix(f, "header.") {
 				hf[f] = true
 			}
