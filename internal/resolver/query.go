@@ -61,6 +61,15 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 	return c.lookupAs(ctx, name, name, qtype)
 }
 
+// fresh reports whether the cache holds an unexpired answer for name and
+// qtype, without counting a hit or a miss or touching the LRU order. An
+// entry may still expire before the lookup that follows: that lookup then
+// simply goes to the network.
+func (c *Client) fresh(name string, qtype uint16) bool {
+	e, ok := c.cache.Peek(cacheKey{normalize(name), qtype})
+	return ok && c.now().Before(e.expires)
+}
+
 // lookupAs queries qname but reports errors under display, the name the
 // caller gave (an address for LookupAddr).
 func (c *Client) lookupAs(ctx context.Context, qname, display string, qtype uint16) ([]dns.RR, error) {

@@ -357,9 +357,16 @@ func (c *Client) lookupBoth(ctx context.Context, host string) ([]net.IP, error) 
 		var de *net.DNSError
 		return errors.As(err, &de) && !de.IsNotFound
 	}
-	wg.Go(func() { six, err6 = c.lookupAddrs(ctx, host, dns.TypeAAAA) })
-	four, err4 = c.lookupAddrs(ctx, host, dns.TypeA)
-	wg.Wait()
+	if c.fresh(host, dns.TypeAAAA) {
+		// The usual case under load: the AAAA answer is cached, so there
+		// is nothing to wait for in parallel and no goroutine to start.
+		six, err6 = c.lookupAddrs(ctx, host, dns.TypeAAAA)
+		four, err4 = c.lookupAddrs(ctx, host, dns.TypeA)
+	} else {
+		wg.Go(func() { six, err6 = c.lookupAddrs(ctx, host, dns.TypeAAAA) })
+		four, err4 = c.lookupAddrs(ctx, host, dns.TypeA)
+		wg.Wait()
+	}
 	switch {
 	case failed(err4):
 		return nil, err4
