@@ -2,7 +2,6 @@ package verdict
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -61,27 +60,63 @@ func (w *Writer) Write(r *Record) error {
 		r.TS = time.Now().UTC()
 	}
 	r.Schema = Schema
-	b, err := Marshal(r)
-	if err != nil {
-		return err
+	// The line is rendered into a pooled buffer: every message writes a
+	// record, and the bytes are only needed until the write returns (an
+	// io.Writer must not keep them).
+	bp := linePool.Get().(*[]byte)
+	b, err := appendLine((*bp)[:0], r)
+	if err == nil {
+		err = w.write(b)
 	}
+	putLine(bp, b)
+	return err
+}
+
+// write writes one line with one Write, under the lock, so that lines from
+// concurrent records never interleave.
+func (w *Writer) write(b []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, err = w.w.Write(b)
+	_, err := w.w.Write(b)
 	return err
+}
+
+// linePool holds buffers for Write. It stores pointers so that Put does not
+// allocate to box a slice header.
+var linePool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 2048)
+	return &b
+}}
+
+// maxPooledLine caps what goes back to linePool: one huge record (a spam
+// run with thousands of recipients) should not pin its buffer for good.
+const maxPooledLine = 64 << 10
+
+// putLine returns b, which grew from *bp, to the pool.
+func putLine(bp *[]byte, b []byte) {
+	if cap(b) > maxPooledLine {
+		return
+	}
+	*bp = b
+	linePool.Put(bp)
 }
 
 // Marshal renders a record as its JSON line (with the newline). HTML
 // escaping is off: operators grep for "<user@example.com>", not for
-// "\u003cuser@example.com\u003e".
+// "\u003cuser@example.com\u003e". The bytes are those of encoding/json;
+// encode.go renders them without reflection.
 func Marshal(r *Record) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(r); err != nil {
-		return nil, err
+	// Rendering into a pooled buffer and copying the result out costs one
+	// allocation of the right size, where growing a fresh slice would cost
+	// a dozen.
+	bp := linePool.Get().(*[]byte)
+	b, err := appendLine((*bp)[:0], r)
+	var out []byte
+	if err == nil {
+		out = bytes.Clone(b)
 	}
-	return buf.Bytes(), nil
+	putLine(bp, b)
+	return out, err
 }
 
 // Close closes the file, if any.
