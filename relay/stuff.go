@@ -50,7 +50,15 @@ func newStuffer(w io.Writer) *stuffer { return &stuffer{w: w, bol: true} }
 func (s *stuffer) Write(p []byte) (int, error) {
 	n := len(p)
 	if s.nheld > 0 {
-		p = append(s.held[:s.nheld:s.nheld], p...) // a copy: held is an array
+		if len(p) < 2 {
+			// What to hold back now may straddle the held bytes and p:
+			// judge them together (a copy, but of at most three bytes).
+			p = append(s.held[:s.nheld:s.nheld], p...)
+		} else if err := s.write(s.held[:s.nheld]); err != nil {
+			// p alone decides what is held back next, so the held
+			// bytes can go first, without copying p behind them.
+			return 0, err
+		}
 		s.nheld = 0
 	}
 	keep := 0
