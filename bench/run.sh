@@ -887,7 +887,7 @@ report() {
   echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
   echo "- machine: $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
   echo "- $(go version 2>/dev/null | cut -d' ' -f3 || echo go?), Postfix $(postconf -d -h mail_version 2>/dev/null || echo ?), redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -d= -f2)$(has haraka && echo ", Haraka $HARAKA_VERSION (node $(node --version), nodes=${HARAKA_NODES:-1})")"
-  echo "- settings: PEERS=\"$PEERS\" CONC=\"$CONC\" SIZES=\"$SIZES\" RUNS=$RUNS MSGS=${MSGS:-per size} QUICK=$QUICK GL_STORE=$GL_STORE SEALED=$SEALED"
+  echo "- settings: PEERS=\"$PEERS\" CONC=\"$CONC\" SIZES=\"$SIZES\" RUNS=$RUNS MSGS=${MSGS:-per size} QUICK=$QUICK GL_STORE=$GL_STORE SEALED=$SEALED GOGC=${GOGC:-default} GOMEMLIMIT=${GOMEMLIMIT:-default}"
   echo "- everything on the same machine and cores: load generator, gateway, backend, DNS, redis. Only ratios measured in the same run mean much."
   echo
   echo "## Throughput: smtp-source, one connection per message"
