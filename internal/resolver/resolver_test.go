@@ -573,24 +573,6 @@ func TestResultsAreCopies(t *testing.T) {
 	}
 }
 
-func BenchmarkCacheHit(b *testing.B) {
-	s := serveTestdata(b)
-	c, _ := client(b, Config{}, s.Addr())
-	ctx := context.Background()
-	if _, err := c.LookupTXT(ctx, "example.test"); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := c.LookupTXT(ctx, "example.test"); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if s.Queries() != 1 {
-		b.Fatalf("%d queries: not a cache hit", s.Queries())
-	}
-}
-
 // TestIPAddrHalfAnswerFails: A answered (here from the cache), AAAA
 // SERVFAIL: the lookup fails as temporary rather than returning only the
 // IPv4 address, which would let SPF conclude "fail" for an IPv6 client.
