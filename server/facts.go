@@ -78,9 +78,11 @@ func setDataValues(v *policy.Values, size int64, header []byte, named map[string
 	froms := m.Header["From"]
 	list, lerr := mail.ParseAddressList(strings.Join(froms, ","))
 	v.Set("header_from.valid", len(froms) == 1 && lerr == nil && len(list) == 1)
-	for name, vals := range m.Header {
-		if fact := "header." + strings.ToLower(name); len(vals) > 0 && named[fact] {
-			v.Set(fact, strings.TrimSpace(vals[0]))
+	if len(named) > 0 { // else no fact name need be built per field
+		for name, vals := range m.Header {
+			if fact := "header." + strings.ToLower(name); len(vals) > 0 && named[fact] {
+				v.Set(fact, strings.TrimSpace(vals[0]))
+			}
 		}
 	}
 	msgID = clip(strings.TrimSpace(m.Header.Get("Message-Id")), 256)
