@@ -146,26 +146,7 @@ func TestValidateChecks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in := checksBase + tt.in
-			_, err := Parse("t.yaml", []byte(in))
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("unexpected errors:\n%v\nin:\n%s", err, in)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("no error, want %q\nin:\n%s", tt.want, in)
-			}
-			got := err.Error()
-			for _, w := range tt.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("errors:\n%s\ndo not contain %q", got, w)
-				}
-			}
-			if n := len(err.(Errors)); n != len(tt.want) {
-				t.Errorf("got %d errors, want %d:\n%s", n, len(tt.want), got)
-			}
+			checkParse(t, checksBase+tt.in, tt.want)
 		})
 	}
 }

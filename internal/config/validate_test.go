@@ -73,26 +73,7 @@ func TestValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in := validBase + tt.in
-			_, err := Parse("t.yaml", []byte(in))
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("unexpected errors:\n%v\nin:\n%s", err, in)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("no error, want %q\nin:\n%s", tt.want, in)
-			}
-			got := err.Error()
-			for _, w := range tt.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("errors:\n%s\ndo not contain %q", got, w)
-				}
-			}
-			if n := len(err.(Errors)); n != len(tt.want) {
-				t.Errorf("got %d errors, want %d:\n%s", n, len(tt.want), got)
-			}
+			checkParse(t, validBase+tt.in, tt.want)
 		})
 	}
 }
@@ -192,4 +173,30 @@ func TestHostPort(t *testing.T) {
 // writeTestCA writes a self-signed certificate as PEM and returns its path.
 func writeTestCA(t *testing.T) string {
 	return testutil.SelfSigned(t, "mxgate test CA").CAFile
+}
+
+// checkParse parses in as t.yaml and checks the outcome: no error when
+// want is empty, else exactly len(want) errors, each containing one of
+// want's strings.
+func checkParse(t *testing.T, in string, want []string) {
+	t.Helper()
+	_, err := Parse("t.yaml", []byte(in))
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("unexpected errors:\n%v\nin:\n%s", err, in)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("no error, want %q\nin:\n%s", want, in)
+	}
+	got := err.Error()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("errors:\n%s\ndo not contain %q", got, w)
+		}
+	}
+	if n := len(err.(Errors)); n != len(want) {
+		t.Errorf("got %d errors, want %d:\n%s", n, len(want), got)
+	}
 }
