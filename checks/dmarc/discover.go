@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/emersion/go-msgauth/dmarc"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // found is what discovery learned: a record, or the result that stands in
@@ -44,26 +45,71 @@ func queryName(lookup LookupTXT, domain string) (f found, next bool) {
 	if err != nil {
 		return lookupFailed(name, err)
 	}
-	var recs []string
+	var rec *parsed
+	n := 0
 	for _, t := range txts {
-		if r, ok := canonicalRecord(t); ok {
-			recs = append(recs, r)
+		if r := parseTXT(t); r != nil {
+			rec = r
+			n++
 		}
 	}
-	switch len(recs) {
+	switch n {
 	case 0:
 		return found{result: None, detail: "no DMARC record"}, true
 	case 1:
 	default:
 		// The answer order is arbitrary, so neither record can be
 		// trusted to be the one the owner meant (§6.6.3 step 6).
-		return found{result: None, detail: fmt.Sprintf("%d DMARC records at %s: no policy applies", len(recs), name)}, false
+		return found{result: None, detail: fmt.Sprintf("%d DMARC records at %s: no policy applies", n, name)}, false
 	}
-	rec, err := dmarc.Parse(recs[0])
-	if err != nil {
-		return found{result: PermError, detail: fmt.Sprintf("invalid DMARC record at %s: %s", name, strings.TrimPrefix(err.Error(), "dmarc: "))}, false
+	if rec.err != "" {
+		return found{result: PermError, detail: fmt.Sprintf("invalid DMARC record at %s: %s", name, rec.err)}, false
 	}
-	return found{rec: rec, at: domain}, false
+	return found{rec: rec.rec, at: domain}, false
+}
+
+// parsed is a TXT string read as a DMARC record: the record, or why it is
+// invalid.
+type parsed struct {
+	rec *dmarc.Record
+	err string
+}
+
+// notDMARC is what the cache holds for a TXT string that is no DMARC
+// record at all.
+var notDMARC = &parsed{}
+
+// records holds TXT strings already read: a domain's record is the same
+// for every message from it, and parsing it again each time was a third
+// of the check's allocations. The records in it are shared between
+// goroutines and must not be changed. The key is the TXT string itself,
+// so an owner's new record is a new entry, never a stale one; the size
+// bounds what a flood of distinct records can hold.
+var records, _ = lru.New[string, *parsed](4096)
+
+// parseTXT returns a TXT string's DMARC record, or nil when the string is
+// not one (its first tag is not v=DMARC1).
+func parseTXT(txt string) *parsed {
+	if p, ok := records.Get(txt); ok {
+		if p == notDMARC {
+			return nil
+		}
+		return p
+	}
+	p := notDMARC
+	if canon, ok := canonicalRecord(txt); ok {
+		p = &parsed{}
+		if rec, err := dmarc.Parse(canon); err != nil {
+			p.err = strings.TrimPrefix(err.Error(), "dmarc: ")
+		} else {
+			p.rec = rec
+		}
+	}
+	records.Add(txt, p)
+	if p == notDMARC {
+		return nil
+	}
+	return p
 }
 
 // lookupFailed classifies a failed TXT lookup. Not found (NXDOMAIN or

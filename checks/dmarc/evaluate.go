@@ -50,7 +50,9 @@ type Outcome struct {
 	// RecordDomain is the domain whose _dmarc name held Record: Domain or
 	// OrgDomain; "" with no record.
 	RecordDomain string
-	// Record is the DMARC record found; nil when none applies.
+	// Record is the DMARC record found; nil when none applies. It is
+	// shared with every other outcome from the same published record
+	// (parsed records are cached): read it, never change it.
 	Record *dmarc.Record
 	// SPFAligned and DKIMAligned say which identifiers passed aligned.
 	SPFAligned, DKIMAligned bool
