@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"regexp"
 	"strings"
 	"testing"
@@ -77,4 +78,11 @@ func TestForgedAuthResultsRemoved(t *testing.T) {
 	if got != "Authentication-Results: other.example; spf=pass\r\nSubject: s\r\n\r\n" {
 		t.Fatalf("got %q", got)
 	}
+}
+
+// rewriteHeader is writeRewrittenHeader into a new buffer.
+func rewriteHeader(h []byte, tag, authservid string) []byte {
+	var out bytes.Buffer
+	writeRewrittenHeader(&out, h, tag, authservid)
+	return out.Bytes()
 }

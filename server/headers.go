@@ -16,11 +16,14 @@ import (
 // fields removed (and the Subject tagged when configured), then the body.
 // Sieve filters trust X-Spam-Flag: YES, so only ours may reach them.
 func (s *session) headers(tx *txn, msg *spool.Message) ([]byte, io.Reader, error) {
+	orig := msg.Header()
 	var b bytes.Buffer
+	// Ours (Received, Authentication-Results, X-Spam-*) is well under
+	// 2 KiB: one allocation for all of it, not one per doubling.
+	b.Grow(len(orig) + 2048)
 	b.Write(s.received(tx, time.Now()))
 	b.WriteString(authResults(s.rt.Cfg.Hostname, tx.results))
 	b.WriteString(s.spamHeaders(tx))
-	orig := msg.Header()
 	r := msg.Open()
 	// The original header section is replaced by its rewritten copy; skip
 	// it in the stored message.
@@ -31,7 +34,7 @@ func (s *session) headers(tx *txn, msg *spool.Message) ([]byte, io.Reader, error
 	if tx.eval != nil && tx.eval.Tag {
 		tag = s.rt.Cfg.Policy.SubjectTag
 	}
-	b.Write(rewriteHeader(orig, tag, s.rt.Cfg.Hostname))
+	writeRewrittenHeader(&b, orig, tag, s.rt.Cfg.Hostname)
 	return b.Bytes(), r, nil
 }
 
@@ -71,13 +74,12 @@ func fieldValue(first, rest []byte) string {
 	return v
 }
 
-// rewriteHeader drops X-Spam-Flag and X-Spam-Status fields and
+// writeRewrittenHeader writes h to out, but drops X-Spam-Flag and X-Spam-Status fields and
 // Authentication-Results fields that claim our authserv-id (RFC 8601 §5:
 // a forgery, or a loop), each with its folded continuation lines, and
 // prefixes the Subject with tag. It runs after DKIM verification, which saw
 // the message as received.
-func rewriteHeader(h []byte, tag, authservid string) []byte {
-	var out bytes.Buffer
+func writeRewrittenHeader(out *bytes.Buffer, h []byte, tag, authservid string) {
 	skip := false
 	for len(h) > 0 {
 		line := h
@@ -105,5 +107,4 @@ func rewriteHeader(h []byte, tag, authservid string) []byte {
 			out.Write(line)
 		}
 	}
-	return out.Bytes()
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/checks"
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/ratelimit"
 	"github.com/mxgate/mxgate/internal/refid"
@@ -30,6 +31,13 @@ func (s *session) newTxn(from string, opts smtp.MailOptions) *txn {
 		tx.rec.Size = opts.Size
 	}
 	tx.rec.RequireTLS = opts.RequireTLS
+	if s.rt.Checks != nil {
+		// Room for every result at once (and greylisting's), not a
+		// reallocation per stage.
+		n := s.rt.Checks.Len() + 1
+		tx.results = make([]checks.Result, 0, n)
+		tx.rec.Checks = make([]verdict.Check, 0, n)
+	}
 	return tx
 }
 

@@ -36,6 +36,11 @@ type Set struct {
 	DNSBL *dnsbl.DNSBL // nil without DNSBL zones; for list health
 }
 
+// Len is the number of checks in the set, all stages together.
+func (s *Set) Len() int {
+	return len(s.Connect) + len(s.Helo) + len(s.Mail) + len(s.Rcpt) + len(s.Data)
+}
+
 // Build makes the checks of cfg. localIPs are the gateway's own addresses
 // (for the HELO check).
 func Build(cfg *config.Config, r resolver.Resolver, localIPs []netip.Addr, log *slog.Logger) (*Set, error) {
