@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -24,7 +25,7 @@ const defaultProxyTimeout = 5 * time.Second
 // The Guard wraps the result, so the caps, the pre-greeting test and every
 // check see the client behind the balancer.
 func listen(l config.Listener) (net.Listener, error) {
-	ln, err := net.Listen("tcp", l.Address)
+	ln, err := listenConfig.Listen(context.Background(), "tcp", l.Address)
 	if err != nil || len(l.ProxyProtocol.Trusted) == 0 {
 		return ln, err
 	}
@@ -39,6 +40,14 @@ func listen(l config.Listener) (net.Listener, error) {
 	}
 	return &proxyproto.Listener{Listener: ln, ConnPolicy: pol, ReadHeaderTimeout: timeout}, nil
 }
+
+// listenConfig turns TCP keep-alive off for client connections. Go turns
+// it on for every accepted connection, four setsockopt calls each, which
+// an SMTP server does not need: every read has a deadline
+// (limits.command_timeout) and every session a cap (session_timeout), so
+// a vanished client costs a goroutine until then, as it does in Postfix's
+// smtpd, which sets no keep-alive either.
+var listenConfig = net.ListenConfig{KeepAlive: -1}
 
 // clientAddr returns the client's address. Behind PROXY protocol it first
 // reads the header, which go-proxyproto does lazily: this runs in the
