@@ -197,7 +197,14 @@ func (t *Txn) Rcpt(ctx context.Context, to string) error {
 		}
 		err = e.err
 	} else {
-		closed, err = t.do(ctx, func() error { return t.c.client.Rcpt(to, nil) })
+		// Our own RCPT, not go-smtp's Client.Rcpt: that one remembers each
+		// recipient for LMTP and forgets them only in Mail or Reset, which
+		// the pipelined MAIL never calls, so on a pooled connection the
+		// list grew for every message it carried.
+		closed, err = t.do(ctx, func() error {
+			_, _, err := t.c.cc.cmd(t.p.cfg.Timeouts.Command, "RCPT TO:<"+to+">")
+			return err
+		})
 	}
 	o := afterCancel(ctx, classify(ctx, err, policy.ReasonBackendRcpt), closed)
 	t.logExchange("RCPT", start, o)
