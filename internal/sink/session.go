@@ -54,6 +54,9 @@ type session struct {
 	from   string
 	params string
 	rcpts  []string
+	chunks []byte // BDAT data so far (RFC 3030)
+	bdat   bool   // a BDAT chunk came in this transaction
+	over   bool   // the chunks went past the size limit
 }
 
 func newSession(s *Server, c net.Conn, seq int) *session {
@@ -187,6 +190,8 @@ func (c *session) dispatch(line string) bool {
 		return c.rcptCmd(arg)
 	case verb == "DATA":
 		return c.dataCmd(arg)
+	case verb == "BDAT" && c.s.advertises("CHUNKING"):
+		return c.bdatCmd(arg)
 	case verb == "RSET":
 		c.reset()
 		c.s.count(func(st *Stats) { st.Rsets++ })
@@ -210,6 +215,7 @@ func (c *session) dispatch(line string) bool {
 // reset ends the mail transaction (RFC 5321 §4.1.1.5).
 func (c *session) reset() {
 	c.mail, c.from, c.params, c.rcpts = false, "", "", nil
+	c.chunks, c.bdat, c.over = nil, false, false
 }
 
 func (c *session) ehlo(verb, arg string) {
@@ -378,6 +384,10 @@ func (c *session) dataCmd(arg string) bool {
 	case !c.mail || len(c.rcpts) == 0:
 		c.reply(Reply{503, "5.5.1 Need RCPT command"})
 		return true
+	case c.bdat:
+		// RFC 3030 §3: no DATA in a transaction that used BDAT.
+		c.reply(Reply{503, "5.5.1 DATA after BDAT"})
+		return true
 	}
 	c.reply(Reply{354, "End data with <CR><LF>.<CR><LF>"})
 	raw, tooBig, err := c.readData(f.DropAfterDataBytes)
@@ -385,21 +395,105 @@ func (c *session) dataCmd(arg string) bool {
 		c.log.Debug("sink data aborted", "err", err)
 		return false
 	}
-	m := Message{
-		Conn: c.seq, Helo: c.helo, From: c.from, MailParams: c.params,
-		Rcpts: c.rcpts, Raw: raw, TLS: c.tls,
-	}
+	m := c.message(raw)
 	if !tooBig {
 		m.Data = unstuff(raw, c.s.lenient)
 	}
+	return c.end(m, tooBig)
+}
+
+// message is the transaction's message so far, with raw as its Raw.
+func (c *session) message(raw []byte) Message {
+	return Message{
+		Conn: c.seq, Helo: c.helo, From: c.from, MailParams: c.params,
+		Rcpts: c.rcpts, Raw: raw, TLS: c.tls,
+	}
+}
+
+// bdatCmd reads one BDAT chunk (RFC 3030): exactly its size in bytes,
+// whatever they hold, then the reply; LAST ends the message as the final
+// dot of DATA does. A chunk outside a transaction is read and refused, so
+// that its bytes are not taken for commands.
+func (c *session) bdatCmd(arg string) bool {
+	f := c.s.faults()
+	if f.Hang == PhaseData {
+		c.hang()
+		return false
+	}
+	size, last, ok := parseBDAT(arg)
+	if !ok {
+		// The chunk's length is unknown, so neither is where the next
+		// command starts: give up on the connection.
+		c.answer(Reply{501, "5.5.4 Syntax: BDAT size [LAST]"})
+		c.w.Flush()
+		return false
+	}
+	from := len(c.chunks)
+	if f.DropAfterDataBytes > 0 && from+size > f.DropAfterDataBytes {
+		_, _ = io.CopyN(io.Discard, c.r, int64(f.DropAfterDataBytes-from))
+		c.log.Debug("sink data aborted", "err", errDropped)
+		return false
+	}
+	if c.over || from+size > c.s.maxSize {
+		c.over = true
+		if _, err := io.CopyN(io.Discard, c.r, int64(size)); err != nil {
+			return false
+		}
+	} else {
+		c.chunks = append(c.chunks, make([]byte, size)...)
+		if _, err := io.ReadFull(c.r, c.chunks[from:]); err != nil {
+			c.log.Debug("sink data aborted", "err", err)
+			return false
+		}
+	}
+	switch {
+	case !c.mail || len(c.rcpts) == 0:
+		c.chunks, c.over = nil, false
+		c.reply(Reply{503, "5.5.1 Need RCPT command"})
+		return true
+	case !last:
+		c.bdat = true
+		c.reply(Reply{250, "2.0.0 " + strconv.Itoa(size) + " octets received"})
+		return true
+	}
+	m := c.message(c.chunks)
+	m.BDAT = true
+	if !c.over {
+		m.Data = c.chunks
+		if m.Data == nil {
+			m.Data = []byte{} // an empty message, not one over the limit
+		}
+	}
+	return c.end(m, c.over)
+}
+
+// parseBDAT reads "size" or "size LAST".
+func parseBDAT(arg string) (size int, last bool, ok bool) {
+	n, rest, _ := strings.Cut(arg, " ")
+	size, err := strconv.Atoi(n)
+	if err != nil || size < 0 || n[0] == '+' {
+		return 0, false, false
+	}
+	switch rest = strings.TrimSpace(rest); {
+	case rest == "":
+		return size, false, true
+	case strings.EqualFold(rest, "LAST"):
+		return size, true, true
+	}
+	return 0, false, false
+}
+
+// end finishes the transaction of m, after DATA's final dot or the last
+// BDAT chunk: the fault hooks, the final reply, the record.
+func (c *session) end(m Message, tooBig bool) bool {
 	c.reset()
 	m.ID = c.s.newID()
-	if f = c.s.faults(); f.Hang == PhaseEOD {
+	if f := c.s.faults(); f.Hang == PhaseEOD {
 		c.s.record(m)
 		c.hang()
 		return false
 	}
-	r := c.finalReply(&m, tooBig, f.OnData)
+	r := c.finalReply(&m, tooBig, c.s.faults().OnData)
 	m.Accepted = r.Code/100 == 2
 	c.s.record(m)
 	c.log.Info("sink message", "id", m.ID, "from", m.From, "rcpts", len(m.Rcpts),

@@ -123,7 +123,9 @@ type Config struct {
 	// Extensions advertised in EHLO. nil means DefaultExtensions(); an empty
 	// non-nil slice advertises none. STARTTLS is added by the sink when TLS
 	// is set and must not be listed. A "SIZE n" entry also sets the largest
-	// message accepted.
+	// message accepted. "CHUNKING" makes the sink take BDAT (RFC 3030);
+	// it is not among the defaults, so that DATA, and what the gateway
+	// does to the data on its way, stays what most tests see.
 	Extensions []string
 	// TLS, if non-nil, makes the sink advertise and support STARTTLS
 	// (RFC 3207: reset state, discard pipelined input, client must EHLO
@@ -171,8 +173,9 @@ type Message struct {
 	// message exceeded the size limit.
 	Data []byte
 	// Raw is the bytes on the wire, before dot-unstuffing, without the
-	// end-of-data marker.
+	// end-of-data marker. With BDAT, Raw and Data are the chunks' bytes.
 	Raw      []byte
+	BDAT     bool // the message came in BDAT chunks (CHUNKING, RFC 3030)
 	TLS      bool // the transaction happened after STARTTLS
 	Accepted bool // the final reply was 2xx
 }
