@@ -81,6 +81,50 @@ func TestPostfixClientIdentity(t *testing.T) {
 	}
 }
 
+// TestPostfixBDAT relays a message of 200 KiB whose lines start with dots
+// through the gateway to a real Postfix, which offers CHUNKING: the
+// gateway sends it as one BDAT chunk, without dot-stuffing (Postfix logs
+// "bdat=1" for the connection when the gateway closes it), and the next
+// hop gets it whole, dot-stuffed by Postfix's own DATA.
+func TestPostfixBDAT(t *testing.T) {
+	t.Parallel()
+	swaks := testutil.Need(t, "swaks", "swaks")
+	hop := startNextHop(t)
+	pf := startPostfix(t, hop.addr)
+	g := startGateway(t, pf.xforward)
+
+	var body strings.Builder
+	for i := range 2600 {
+		fmt.Fprintf(&body, ".line %04d, starting with a dot, padded to 80 octets...................\r\n", i)
+	}
+	body.WriteString("..\r\n.\r\nlast line\r\n")
+	file := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(file, []byte(body.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(g.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, swaks,
+		"--server", "127.0.0.1", "--port", port, "--local-interface", "127.0.0.5",
+		"--helo", "client.e2e.test", "--from", "sender@example.test", "--to", "bdat@dest.test",
+		"--header", "Subject: BDAT", "--body", file, "--silent", "2")
+	cmd.Env = swaksEnv()
+	cmd.WaitDelay = 5 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("swaks through the gateway to Postfix: %v\n%s", err, out)
+	}
+	m := hop.wait(t, "<bdat@dest.test>")
+	// The hop keeps the data as it came, dot-stuffed by Postfix (swaks
+	// adds a blank line after the body).
+	stuffed := strings.ReplaceAll("\r\n"+body.String(), "\r\n.", "\r\n..")
+	if !strings.Contains(m.data, stuffed) {
+		t.Errorf("the next hop got %d octets, without the body (%d octets, dot-stuffed); they end in %q", len(m.data), len(stuffed), m.data[max(0, len(m.data)-300):])
+	}
+	g.stop(t) // the pool says QUIT, and Postfix logs the session's commands
+	pf.waitLog(t, " bdat=1")
+}
+
 // postfixInstance is a private Postfix: its own configuration, queue and
 // log in a temporary directory, its own master process; the system's
 // instance is never touched.

@@ -71,12 +71,21 @@ func (c *cmdConn) Read(p []byte) (int, error) {
 // returns them. Call it only between go-smtp calls, and never with a line
 // holding CR or LF.
 func (c *cmdConn) cmd(timeout time.Duration, line string) (code int, msg string, err error) {
+	return c.send(timeout, line+"\r\n")
+}
+
+// send writes s, which may be empty, and reads one reply, as cmd does. With
+// s empty it reads the reply to what was written before (BDAT's chunk):
+// the write buffer is flushed first, under the same timeout.
+func (c *cmdConn) send(timeout time.Duration, s string) (code int, msg string, err error) {
 	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return 0, "", err
 	}
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
-	if _, err := io.WriteString(c.Conn, line+"\r\n"); err != nil {
-		return 0, "", err
+	if s != "" {
+		if _, err := io.WriteString(c.Conn, s); err != nil {
+			return 0, "", err
+		}
 	}
 	// Expect code 0: any code is a reply; we judge it below.
 	code, msg, err = c.tp.ReadResponse(0)

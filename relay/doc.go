@@ -54,6 +54,15 @@
 // go-smtp has no way to send these commands; see cmdConn for how the relay
 // sends them on go-smtp's stream, and why it does STARTTLS itself.
 //
+// # Round trips
+//
+// A message costs the backend two round trips when it offers PIPELINING
+// and CHUNKING (RFC 2920, RFC 3030), as Postfix does: XFORWARD, MAIL and
+// the first RCPT in one write, then the message as one "BDAT n LAST"
+// chunk (Txn.Data; backend chunking "auto"). Without CHUNKING the message
+// goes with DATA, dot-stuffed, a round trip more. go-smtp's client
+// pipelines nothing and has no BDAT: both go through cmdConn.
+//
 // # Writes
 //
 // Each connection writes through a 64 KiB buffer that is flushed when the

@@ -36,9 +36,9 @@ func runTxn(ctx context.Context, p *Pool, body string) (step, error) {
 		txn.Abort()
 		return stepRcpt, err
 	}
-	_, err = txn.Data(ctx, []byte(testHeader), strings.NewReader(body))
+	_, err = txn.Data(ctx, []byte(testHeader), strings.NewReader(body), int64(len(body)))
 	if err != nil {
-		if _, again := txn.Data(ctx, nil, strings.NewReader(body)); again != err {
+		if _, again := txn.Data(ctx, nil, strings.NewReader(body), int64(len(body))); again != err {
 			return stepData, again
 		}
 	}
@@ -57,53 +57,63 @@ func TestHang(t *testing.T) {
 		{sink.PhaseData, stepData},
 		{sink.PhaseEOD, stepData},
 	} {
-		t.Run(string(tc.phase), func(t *testing.T) {
-			e := newEnv(t)
-			s := e.sink(sink.Config{Hang: tc.phase})
-			p := e.pool(short(testConfig(s.Addr()), timeout))
-			start := time.Now()
-			step, err := runTxn(context.Background(), p, "x\r\n")
-			d := time.Since(start)
-			if step != tc.step || asReply(t, err) != policy.ErrBackendTimout {
-				t.Errorf("failed at step %d with %v, want step %d with ErrBackendTimout", step, err, tc.step)
-			}
-			if d < timeout || d > timeout+time.Second {
-				t.Errorf("took %v, want about %v", d, timeout)
-			}
-			if st := p.Stats(); st.Open != 0 || st.InUse != 0 {
-				t.Errorf("stats %+v: a timed-out connection must be closed", st)
-			}
-			if len(s.Accepted()) != 0 {
-				t.Error("the sink accepted a message")
-			}
-		})
+		for _, exts := range sinkExtensions {
+			t.Run(string(tc.phase)+"/"+exts.name, func(t *testing.T) {
+				e := newEnv(t)
+				s := e.sink(sink.Config{Hang: tc.phase, Extensions: exts.exts})
+				p := e.pool(short(testConfig(s.Addr()), timeout))
+				start := time.Now()
+				step, err := runTxn(context.Background(), p, "x\r\n")
+				d := time.Since(start)
+				if step != tc.step || asReply(t, err) != policy.ErrBackendTimout {
+					t.Errorf("failed at step %d with %v, want step %d with ErrBackendTimout", step, err, tc.step)
+				}
+				if d < timeout || d > timeout+time.Second {
+					t.Errorf("took %v, want about %v", d, timeout)
+				}
+				if st := p.Stats(); st.Open != 0 || st.InUse != 0 {
+					t.Errorf("stats %+v: a timed-out connection must be closed", st)
+				}
+				if len(s.Accepted()) != 0 {
+					t.Error("the sink accepted a message")
+				}
+			})
+		}
 	}
 }
 
 func TestDropDuringData(t *testing.T) {
 	for _, size := range []int{4 << 10, 1 << 20} {
-		e := newEnv(t)
-		s := e.sink(sink.Config{DropAfterDataBytes: 1000})
-		p := e.pool(testConfig(s.Addr()))
-		body := strings.Repeat(strings.Repeat("y", 78)+"\r\n", size/80)
-		step, err := runTxn(context.Background(), p, body)
-		if step != stepData || asReply(t, err) != policy.ErrBackendLost {
-			t.Errorf("%d bytes: step %d error %v, want ErrBackendLost from Data", size, step, err)
-		}
-		if st := s.Stats(); st.Accepted != 0 || st.Messages != 0 {
-			t.Errorf("sink stats %+v, want no message", st)
-		}
-		if st := p.Stats(); st.Open != 0 {
-			t.Errorf("pool stats %+v", st)
+		for _, exts := range sinkExtensions {
+			e := newEnv(t)
+			s := e.sink(sink.Config{DropAfterDataBytes: 1000, Extensions: exts.exts})
+			p := e.pool(testConfig(s.Addr()))
+			body := strings.Repeat(strings.Repeat("y", 78)+"\r\n", size/80)
+			step, err := runTxn(context.Background(), p, body)
+			if step != stepData || asReply(t, err) != policy.ErrBackendLost {
+				t.Errorf("%d bytes, %s: step %d error %v, want ErrBackendLost from Data", size, exts.name, step, err)
+			}
+			if st := s.Stats(); st.Accepted != 0 || st.Messages != 0 {
+				t.Errorf("sink stats %+v, want no message", st)
+			}
+			if st := p.Stats(); st.Open != 0 {
+				t.Errorf("pool stats %+v", st)
+			}
 		}
 	}
 }
 
 func TestBodyWriteTimeout(t *testing.T) {
-	// The backend takes DATA and then stops reading: the body write must
-	// time out by itself, go-smtp would wait for ever.
+	// The backend takes DATA (or BDAT) and then stops reading: the body
+	// write must time out by itself, go-smtp would wait for ever.
+	for _, ehlo := range []string{"250-scripted\r\n250 8BITMIME\r\n", "250-scripted\r\n250 CHUNKING\r\n"} {
+		bodyWriteTimeout(t, ehlo)
+	}
+}
+
+func bodyWriteTimeout(t *testing.T, ehlo string) {
 	e := newEnv(t)
-	addr := scripted(t, "250-scripted\r\n250 8BITMIME\r\n", func(net.Conn, *bufio.Reader) {})
+	addr := scripted(t, ehlo, func(net.Conn, *bufio.Reader) {})
 	cfg := testConfig(addr)
 	cfg.Timeouts.Data = 300 * time.Millisecond
 	p := e.pool(cfg)
@@ -116,7 +126,7 @@ func TestBodyWriteTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = txn.Data(ctx, nil, &lines{n: 64 << 20})
+	_, err = txn.Data(ctx, nil, &lines{n: 64 << 20}, 64<<20)
 	if asReply(t, err) != policy.ErrBackendTimout {
 		t.Errorf("Data: %v, want ErrBackendTimout", err)
 	}

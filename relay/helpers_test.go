@@ -158,7 +158,7 @@ func send(t testing.TB, p *Pool, m MailParams, rcpts []string, body string) (*Re
 			return nil, err
 		}
 	}
-	return txn.Data(ctx, []byte(testHeader), strings.NewReader(body))
+	return txn.Data(ctx, []byte(testHeader), strings.NewReader(body), int64(len(body)))
 }
 
 // mustSend is send for transactions that must succeed.
@@ -204,7 +204,7 @@ func testCert(t testing.TB) (tls.Certificate, string) {
 // scripted is a minimal backend for what the sink cannot do: it greets,
 // answers EHLO/MAIL/RCPT with 250 and DATA with 354, then calls afterData
 // with the connection (which may stop reading), and closes it when the
-// test ends.
+// test ends. BDAT calls afterData at once, with the chunk unread.
 func scripted(t testing.TB, ehlo string, afterData func(net.Conn, *bufio.Reader)) string {
 	return listen(t, func(c net.Conn) { serveScript(c, ehlo, afterData) })
 }
@@ -255,6 +255,9 @@ func serveScript(c net.Conn, ehlo string, afterData func(net.Conn, *bufio.Reader
 		case "DATA":
 			_, _ = c.Write([]byte("354 go on\r\n"))
 			afterData(c, r)
+			return
+		case "BDAT":
+			afterData(c, r) // the chunk follows the command at once
 			return
 		case "QUIT":
 			_, _ = c.Write([]byte("221 bye\r\n"))

@@ -19,6 +19,12 @@ const (
 	identityOff  = "off"
 )
 
+// Values of config.Backend.Chunking.
+const (
+	chunkingAuto = "auto"
+	chunkingOff  = "off"
+)
+
 // unavailable is the XFORWARD/XCLIENT value for "not known".
 const unavailable = "[UNAVAILABLE]"
 

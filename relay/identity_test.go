@@ -384,7 +384,7 @@ func TestPipelinedMail(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Rcpt: %v", err)
 			}
-			res, err := txn.Data(ctx, []byte("Subject: x\r\n\r\n"), strings.NewReader("hello\r\n"))
+			res, err := txn.Data(ctx, []byte("Subject: x\r\n\r\n"), strings.NewReader("hello\r\n"), int64(len("hello\r\n")))
 			if err != nil || res.QueueID != "PIPE1" {
 				t.Fatalf("Data: %+v, %v", res, err)
 			}

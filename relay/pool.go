@@ -116,6 +116,11 @@ func New(hostname string, cfg config.Backend, log *slog.Logger) (*Pool, error) {
 	default:
 		return nil, fmt.Errorf("relay: unknown backend client_identity %q", cfg.ClientIdentity)
 	}
+	switch cfg.Chunking {
+	case chunkingAuto, chunkingOff:
+	default:
+		return nil, fmt.Errorf("relay: unknown backend chunking %q", cfg.Chunking)
+	}
 	base, err := baseTLSConfig(cfg.TLS)
 	if err != nil {
 		return nil, err
@@ -168,6 +173,9 @@ func withDefaults(cfg config.Backend) config.Backend {
 	}
 	if cfg.ClientIdentity == "" {
 		cfg.ClientIdentity = def.ClientIdentity
+	}
+	if cfg.Chunking == "" {
+		cfg.Chunking = def.Chunking
 	}
 	return cfg
 }

@@ -477,7 +477,7 @@ func TestFewWrites(t *testing.T) {
 	}
 	before := len(cc.count())
 	body := strings.Repeat(strings.Repeat("x", 78)+"\r\n", 4096/80)
-	if _, err := txn.Data(ctx, []byte(testHeader), strings.NewReader(body)); err != nil {
+	if _, err := txn.Data(ctx, []byte(testHeader), strings.NewReader(body), int64(len(body))); err != nil {
 		t.Fatal(err)
 	}
 	w := cc.count()[before:]
@@ -511,7 +511,7 @@ func TestClose(t *testing.T) {
 	if err := txn.Rcpt(ctx, "b@example.org"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := txn.Data(ctx, nil, strings.NewReader("x\r\n")); err != nil {
+	if _, err := txn.Data(ctx, nil, strings.NewReader("x\r\n"), int64(len("x\r\n"))); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.WaitIdle(3 * time.Second); err != nil {
@@ -578,7 +578,7 @@ func BenchmarkRelay4KiB(b *testing.B) {
 		if err := txn.Rcpt(ctx, "b@example.org"); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := txn.Data(ctx, header, strings.NewReader(body)); err != nil {
+		if _, err := txn.Data(ctx, header, strings.NewReader(body), int64(len(body))); err != nil {
 			b.Fatal(err)
 		}
 	}

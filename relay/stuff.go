@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"sync"
 )
@@ -16,8 +17,14 @@ import (
 // otherwise the caller adds a CRLF to end the last line first. (Txn.transfer
 // has go-smtp's DotWriter send both: "\r\n" written to it, or nothing,
 // then its Close.) A bare CR stays as it is, also at the end.
+//
+// With raw set (BDAT, whose chunks are counted, not ended by a dot) it adds
+// no dots: it only turns a bare LF into CRLF, which makes the chunk longer
+// than announced, so that such a message fails (chunkWriter) instead of
+// reaching the backend with a bare LF.
 type stuffer struct {
-	w io.Writer
+	w   io.Writer
+	raw bool
 	// bol: the next byte starts a line; cr: the last byte written was a CR
 	// (so an LF that follows is not bare).
 	bol, cr bool
@@ -29,10 +36,11 @@ type stuffer struct {
 // stuffers keeps stuffers, with their output buffers, between messages.
 var stuffers = sync.Pool{New: func() any { return new(stuffer) }}
 
-// getStuffer returns a stuffer writing to w; putStuffer gives it back.
-func getStuffer(w io.Writer) *stuffer {
+// getStuffer returns a stuffer writing to w, raw or not; putStuffer gives
+// it back.
+func getStuffer(w io.Writer, raw bool) *stuffer {
 	s := stuffers.Get().(*stuffer)
-	*s = stuffer{w: w, bol: true, out: s.out[:0]}
+	*s = stuffer{w: w, raw: raw, bol: true, out: s.out[:0]}
 	return s
 }
 
@@ -82,7 +90,7 @@ func (s *stuffer) write(p []byte) error {
 	}
 	out := s.out[:0]
 	for len(p) > 0 {
-		if s.bol && p[0] == '.' {
+		if s.bol && p[0] == '.' && !s.raw {
 			out = append(out, '.')
 		}
 		s.bol = false
@@ -115,4 +123,56 @@ func (s *stuffer) Finish() (endsLine bool, err error) {
 		return true, nil
 	}
 	return false, s.write(held)
+}
+
+// chunkWriter passes on a BDAT chunk (RFC 3030) of exactly size bytes
+// and not one more, since the backend would read the bytes beyond it as
+// commands: a write that would go past it fails without writing anything.
+// The chunk's last byte is held back until finish, which sends it only
+// when the message has turned out to be exactly the size announced. A
+// message of any other size therefore never completes the chunk, and with
+// the connection then closed the backend drops what it had, as it drops a
+// DATA transfer without its final dot.
+type chunkWriter struct {
+	w    io.Writer
+	left int64 // bytes not yet written, the held one included
+	held bool  // last holds the chunk's last byte
+	last [1]byte
+}
+
+// errChunkSize: the message was not the size announced in BDAT.
+var errChunkSize = errors.New("relay: message size differs from the BDAT chunk size")
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	switch {
+	case n == 0:
+		return 0, nil
+	case int64(n) > c.left || c.held:
+		return 0, errChunkSize
+	case int64(n) == c.left:
+		c.last[0], c.held = p[n-1], true // copied: p may be reused
+		p = p[:n-1]
+	}
+	w, err := c.w.Write(p)
+	c.left -= int64(w)
+	if err != nil {
+		return w, err
+	}
+	return n, nil
+}
+
+// finish sends the held last byte, or fails when the chunk is not full.
+func (c *chunkWriter) finish() error {
+	switch {
+	case c.left == 0:
+		return nil // an empty chunk
+	case !c.held || c.left != 1:
+		return errChunkSize
+	}
+	if _, err := c.w.Write(c.last[:]); err != nil {
+		return err
+	}
+	c.left, c.held = 0, false
+	return nil
 }

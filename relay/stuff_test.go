@@ -148,3 +148,54 @@ func FuzzStuffer(f *testing.F) {
 		}
 	})
 }
+
+// TestChunkWriter: the writer below never gets a byte past the chunk, and
+// gets its last byte only from finish, once the chunk is exactly full.
+func TestChunkWriter(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		size    int64
+		writes  []string
+		werr    bool   // a write fails
+		ferr    bool   // finish fails
+		written string // what reached the writer below
+	}{
+		{"exact", 6, []string{"ab", "cdef"}, false, false, "abcdef"},
+		{"exact, one write", 3, []string{"abc"}, false, false, "abc"},
+		{"empty", 0, nil, false, false, ""},
+		{"short", 6, []string{"ab", "cd"}, false, true, "abcd"},
+		{"long in one write", 3, []string{"abcd"}, true, true, ""},
+		{"long after full", 3, []string{"abc", "d"}, true, true, "ab"},
+		{"long after part", 4, []string{"ab", "cde"}, true, true, "ab"},
+		{"empty writes", 2, []string{"", "ab", ""}, false, false, "ab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var below bytes.Buffer
+			cw := &chunkWriter{w: &below, left: tc.size}
+			var werr error
+			for _, w := range tc.writes {
+				buf := []byte(w)
+				n, err := cw.Write(buf)
+				if err == nil && n != len(w) {
+					t.Errorf("Write(%q) = %d, nil", w, n)
+				}
+				clear(buf) // the caller reuses its buffer
+				if err != nil {
+					werr = err
+					break
+				}
+			}
+			if (werr != nil) != tc.werr {
+				t.Errorf("write error %v, want one: %v", werr, tc.werr)
+			}
+			if werr == nil {
+				if err := cw.finish(); (err != nil) != tc.ferr {
+					t.Errorf("finish: %v, want an error: %v", err, tc.ferr)
+				}
+			}
+			if below.String() != tc.written {
+				t.Errorf("written %q, want %q", below.String(), tc.written)
+			}
+		})
+	}
+}

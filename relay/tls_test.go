@@ -66,7 +66,7 @@ func TestSTARTTLS(t *testing.T) {
 			if err := txn.Rcpt(ctx, "b@example.org"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := txn.Data(ctx, []byte(testHeader), strings.NewReader("x\r\n")); err != nil {
+			if _, err := txn.Data(ctx, []byte(testHeader), strings.NewReader("x\r\n"), int64(len("x\r\n"))); err != nil {
 				t.Fatal(err)
 			}
 			if d := p.Stats().Dials; d != tc.wantDials {

@@ -216,18 +216,26 @@ func (t *Txn) Rcpt(ctx context.Context, to string) error {
 	return replyErr(o.reply)
 }
 
-// Data sends DATA, then header and body (already CRLF; only dot-stuffing
-// is added, RFC 5321 §4.5.2) and the final dot, and returns the backend's
-// reply. It returns a nil error only when the backend answered the final
-// dot of the whole message with 2xx; otherwise the error is the backend's
-// reply passed through or a 451, and the Result is nil. Either way the
-// transaction is over and Abort is a no-op.
+// Data sends the message, header then body, already canonical (every line
+// ending CRLF, as package spool makes it, and the whole ending with one),
+// and returns the backend's reply. It returns a nil error only when the
+// backend answered the whole message with 2xx; otherwise the error is the
+// backend's reply passed through or a 451, and the Result is nil. Either
+// way the transaction is over and Abort is a no-op.
 //
-// If body fails to read, the connection is closed before the final dot can
-// leave, so the backend discards the partial message, and Data returns
-// ErrInternal. With no accepted recipient Data returns ErrNoValidRcpt
-// without asking the backend.
-func (t *Txn) Data(ctx context.Context, header []byte, body io.Reader) (*Result, error) {
+// bodySize is the number of bytes body yields, or -1 when it is not known.
+// When it is known, the backend offers CHUNKING (RFC 3030) and backend
+// chunking is "auto", the message goes as one "BDAT n LAST" chunk with the
+// command: one round trip instead of two (DATA, then the message and its
+// final dot), and no dot-stuffing. Otherwise it goes with DATA, dot-stuffed
+// (RFC 5321 §4.5.2), and a bare LF becomes CRLF on the way.
+//
+// If body fails to read, or does not yield bodySize bytes, the connection
+// is closed before the final dot (or the chunk's last byte) can leave, so
+// the backend discards the partial message, and Data returns ErrInternal.
+// With no accepted recipient Data returns ErrNoValidRcpt without asking
+// the backend.
+func (t *Txn) Data(ctx context.Context, header []byte, body io.Reader, bodySize int64) (*Result, error) {
 	if r := t.usable(); r != nil {
 		return nil, r
 	}
@@ -237,13 +245,21 @@ func (t *Txn) Data(ctx context.Context, header []byte, body io.Reader) (*Result,
 	start := time.Now()
 	var res *Result
 	var rset bool
+	cmd := "DATA"
+	if bodySize >= 0 && t.p.cfg.Chunking != chunkingOff && t.c.extension("CHUNKING") {
+		cmd = "BDAT"
+	}
 	closed, err := t.do(ctx, func() error {
 		var err error
-		res, rset, err = t.transfer(header, body)
+		if cmd == "BDAT" {
+			res, rset, err = t.transferBDAT(header, body, bodySize)
+		} else {
+			res, rset, err = t.transfer(header, body)
+		}
 		return err
 	})
 	o := classify(ctx, err, policy.ReasonBackendData)
-	if errors.Is(err, errBodyRead) {
+	if errors.Is(err, errBodyRead) || errors.Is(err, errChunkSize) {
 		o = outcome{reply: policy.ErrInternal, broken: true}
 	}
 	if closed {
@@ -256,7 +272,7 @@ func (t *Txn) Data(ctx context.Context, header []byte, body io.Reader) (*Result,
 			o = afterCancel(ctx, o, true)
 		}
 	}
-	t.logExchange("DATA", start, o)
+	t.logExchange(cmd, start, o)
 	// A message the backend answered counts towards MaxMessages, whatever
 	// the answer.
 	t.c.msgs++
@@ -302,34 +318,21 @@ func (t *Txn) transfer(header []byte, body io.Reader) (res *Result, rset bool, e
 	// stream go-smtp writes to (its buffer is empty after the 354); only
 	// the final line break goes through go-smtp's DotWriter, whose Close
 	// then sends the dot (stuff.go).
-	st := getStuffer(c.cc)
+	st := getStuffer(c.cc, false)
 	defer putStuffer(st)
-	_, err = st.Write(header)
 	br := &bodyReader{r: body}
-	if err == nil {
-		buf := copyBufs.Get().(*[]byte)
-		_, err = io.CopyBuffer(st, br, *buf)
-		copyBufs.Put(buf)
-	}
-	if err == nil {
-		var endsLine bool
-		if endsLine, err = st.Finish(); err == nil && endsLine {
-			_, err = io.WriteString(w, "\r\n")
-		}
+	endsLine, err := writeMessage(st, header, br)
+	if err == nil && endsLine {
+		_, err = io.WriteString(w, "\r\n")
 	}
 	if err != nil {
 		// Close before CloseWithResponse could send the final dot.
-		c.close()
-		if br.err != nil {
-			return nil, false, errors.Join(errBodyRead, br.err)
-		}
-		return nil, false, err
+		return nil, false, c.abortTransfer(br, err)
 	}
 	resp, err := w.CloseWithResponse()
 	switch {
 	case err == nil:
-		enh, text := splitEnhanced(250, resp.StatusText)
-		return &Result{Code: 250, Enhanced: enh, Text: text, QueueID: QueueID(text)}, false, nil
+		return accepted(250, resp.StatusText), false, nil
 	case errors.As(err, &se) && se.Code/100 == 2:
 		// A 2xx other than 250 is still success (RFC 5321 §4.2.1).
 		enh := [3]int(se.EnhancedCode)
@@ -337,6 +340,86 @@ func (t *Txn) transfer(header []byte, body io.Reader) (res *Result, rset bool, e
 			enh = [3]int{2, 0, 0}
 		}
 		return &Result{Code: se.Code, Enhanced: enh, Text: se.Message, QueueID: QueueID(se.Message)}, false, nil
+	default:
+		return nil, false, err
+	}
+}
+
+// writeMessage writes header and body through st, all but a final line
+// break, and reports whether there was one (stuffer.Finish).
+func writeMessage(st *stuffer, header []byte, body *bodyReader) (endsLine bool, err error) {
+	if _, err := st.Write(header); err != nil {
+		return false, err
+	}
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(st, body, *buf)
+	copyBufs.Put(buf)
+	if err != nil {
+		return false, err
+	}
+	return st.Finish()
+}
+
+// abortTransfer closes the connection in the middle of a message, before
+// its end (final dot, or the chunk's last byte) can leave, so that the
+// backend drops it, and returns the error to report: errBodyRead when the
+// body failed to read, else err.
+func (c *conn) abortTransfer(body *bodyReader, err error) error {
+	c.close()
+	if body.err != nil {
+		return errors.Join(errBodyRead, body.err)
+	}
+	return err
+}
+
+// accepted is the Result of a 2xx reply, code and text as read.
+func accepted(code int, msg string) *Result {
+	enh, text := splitEnhanced(code, msg)
+	return &Result{Code: code, Enhanced: enh, Text: text, QueueID: QueueID(text)}
+}
+
+// transferBDAT sends the message as one chunk, "BDAT n LAST" and then
+// exactly n bytes as they are, and reads the one reply. The bytes go
+// through a raw stuffer, which only turns a bare LF into CRLF (making the
+// chunk too long, so the message fails rather than carry it), and a
+// chunkWriter, which never lets a byte past n leave: the backend would take
+// it for a command. A message of any other length closes the connection
+// before the chunk is complete. rset reports a refusal, after which RFC
+// 3030 §2 leaves the transaction to be reset.
+func (t *Txn) transferBDAT(header []byte, body io.Reader, bodySize int64) (res *Result, rset bool, err error) {
+	c := t.c
+	n := int64(len(header)) + bodySize
+	if err := c.bc.SetWriteDeadline(time.Now().Add(t.p.cfg.Timeouts.Data)); err != nil {
+		return nil, false, err
+	}
+	cw := &chunkWriter{w: c.cc, left: n}
+	st := getStuffer(cw, true)
+	defer putStuffer(st)
+	br := &bodyReader{r: body}
+	var endsLine bool
+	_, err = io.WriteString(c.cc, "BDAT "+strconv.FormatInt(n, 10)+" LAST\r\n")
+	if err == nil {
+		endsLine, err = writeMessage(st, header, br)
+	}
+	// The held-back line end; or, for a message not ending in one (which
+	// the caller promised it would), the CRLF DATA would add, which makes
+	// it longer than announced.
+	if err == nil && (endsLine || cw.left < n) {
+		_, err = io.WriteString(cw, "\r\n")
+	}
+	if err == nil {
+		err = cw.finish()
+	}
+	if err != nil {
+		return nil, false, c.abortTransfer(br, err)
+	}
+	code, msg, err := c.cc.send(t.p.cfg.Timeouts.Final, "")
+	var se *smtp.SMTPError
+	switch {
+	case err == nil:
+		return accepted(code, msg), false, nil
+	case errors.As(err, &se):
+		return nil, true, err
 	default:
 		return nil, false, err
 	}

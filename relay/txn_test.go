@@ -108,7 +108,7 @@ func TestRcptPassthrough(t *testing.T) {
 			t.Errorf("Rcpt(%s) = %+v, want %+v", tc.rcpt, *got, *tc.want)
 		}
 	}
-	if _, err := txn.Data(ctx, []byte(testHeader), strings.NewReader("x\r\n")); err != nil {
+	if _, err := txn.Data(ctx, []byte(testHeader), strings.NewReader("x\r\n"), int64(len("x\r\n"))); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Accepted()[0].Rcpts; !slices.Equal(got, []string{"ok@example.org", "ok2@example.org"}) {
@@ -269,13 +269,13 @@ func TestMisuse(t *testing.T) {
 	if err := txn.Rcpt(ctx, "x\r\nDATA"); asReply(t, err) != policy.ErrInternal {
 		t.Errorf("Rcpt with CRLF: %v", err)
 	}
-	if _, err := txn.Data(ctx, nil, strings.NewReader("x\r\n")); asReply(t, err) != policy.ErrNoValidRcpt {
+	if _, err := txn.Data(ctx, nil, strings.NewReader("x\r\n"), int64(len("x\r\n"))); asReply(t, err) != policy.ErrNoValidRcpt {
 		t.Errorf("Data without recipients: %v", err)
 	}
 	if err := txn.Rcpt(ctx, "b@example.org"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := txn.Data(ctx, nil, strings.NewReader("x\r\n")); err != nil {
+	if _, err := txn.Data(ctx, nil, strings.NewReader("x\r\n"), int64(len("x\r\n"))); err != nil {
 		t.Fatal(err)
 	}
 	txn.Abort() // no-op after Data
@@ -303,7 +303,7 @@ func TestBodyReadError(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := io.MultiReader(strings.NewReader("Subject: x\r\n\r\npartial\r\n"), errReader{})
-	res, err := txn.Data(ctx, []byte(testHeader), body)
+	res, err := txn.Data(ctx, []byte(testHeader), body, -1)
 	if res != nil || asReply(t, err) != policy.ErrInternal {
 		t.Fatalf("Data = %v, %v; want ErrInternal", res, err)
 	}
@@ -316,7 +316,7 @@ func TestBodyReadError(t *testing.T) {
 	if st := p.Stats(); st.Open != 0 {
 		t.Errorf("stats %+v, want the connection closed", st)
 	}
-	if _, err := txn.Data(ctx, nil, strings.NewReader("x")); asReply(t, err) != policy.ErrInternal {
+	if _, err := txn.Data(ctx, nil, strings.NewReader("x"), int64(len("x"))); asReply(t, err) != policy.ErrInternal {
 		t.Errorf("Data again: %v", err)
 	}
 }

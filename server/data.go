@@ -36,12 +36,12 @@ func (s *session) data(tx *txn, r io.Reader) (*policy.Reply, string) {
 		return r, tx.rec.Detail
 	}
 
-	head, body, err := s.headers(tx, msg)
+	head, body, bodySize, err := s.headers(tx, msg)
 	if err != nil {
 		return asReply(err, s.log()), err.Error()
 	}
 	start := time.Now()
-	res, err := tx.backend.Data(s.ctx(), head, body)
+	res, err := tx.backend.Data(s.ctx(), head, body, bodySize)
 	rel := &verdict.Relay{Backend: tx.backend.Backend(), MS: time.Since(start).Milliseconds()}
 	tx.rec.Relay = rel
 	if err != nil {

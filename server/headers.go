@@ -15,7 +15,8 @@ import (
 // the message's own header section with forged X-Spam-Flag/X-Spam-Status
 // fields removed (and the Subject tagged when configured), then the body.
 // Sieve filters trust X-Spam-Flag: YES, so only ours may reach them.
-func (s *session) headers(tx *txn, msg *spool.Message) ([]byte, io.Reader, error) {
+// bodySize is the number of bytes body yields.
+func (s *session) headers(tx *txn, msg *spool.Message) (head []byte, body io.Reader, bodySize int64, err error) {
 	orig := msg.Header()
 	var b bytes.Buffer
 	// Ours (Received, Authentication-Results, X-Spam-*) is well under
@@ -28,14 +29,14 @@ func (s *session) headers(tx *txn, msg *spool.Message) ([]byte, io.Reader, error
 	// The original header section is replaced by its rewritten copy; skip
 	// it in the stored message.
 	if _, err := io.CopyN(io.Discard, r, int64(len(orig))); err != nil {
-		return nil, nil, fmt.Errorf("rereading the message: %w", err)
+		return nil, nil, 0, fmt.Errorf("rereading the message: %w", err)
 	}
 	tag := ""
 	if tx.eval != nil && tx.eval.Tag {
 		tag = s.rt.Cfg.Policy.SubjectTag
 	}
 	writeRewrittenHeader(&b, orig, tag, s.rt.Cfg.Hostname)
-	return b.Bytes(), r, nil
+	return b.Bytes(), r, msg.Size() - int64(len(orig)), nil
 }
 
 // spamHeaders renders the SpamAssassin-convention fields existing Sieve

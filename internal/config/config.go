@@ -103,6 +103,9 @@ type Backend struct {
 	// the backend with XCLIENT or XFORWARD (Postfix) when it advertises
 	// one: "auto" or "off".
 	ClientIdentity string `yaml:"client_identity"`
+	// Chunking sends each message as one BDAT chunk (RFC 3030) when the
+	// backend offers CHUNKING: "auto" or "off" (always DATA).
+	Chunking string `yaml:"chunking"`
 	// RetryDown is how long a backend server that refused a connection is
 	// skipped before it is tried again (while another one is available).
 	RetryDown time.Duration `yaml:"retry_down"`
@@ -446,6 +449,7 @@ func Default() Config {
 			},
 			RetryDown:      10 * time.Second,
 			ClientIdentity: "auto",
+			Chunking:       "auto",
 		},
 		Limits: Limits{
 			MaxMessageSize:      25 << 20,

@@ -92,6 +92,7 @@ func (v *validator) config(c *Config) {
 	v.policy(&c.Policy)
 	v.greylist(&c.Checks.Greylist)
 	v.oneOf("backend.client_identity", c.Backend.ClientIdentity, "auto", "off")
+	v.oneOf("backend.chunking", c.Backend.Chunking, "auto", "off")
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		v.fail("tls", "give both cert and key, or neither")
 	}
