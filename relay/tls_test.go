@@ -34,59 +34,61 @@ func TestSTARTTLS(t *testing.T) {
 		{"required unknown CA", true, config.BackendTLS{Mode: modeRequired, Verify: true}, policy.ErrBackendDown, false, 1},
 		{"required without STARTTLS", false, config.BackendTLS{Mode: modeRequired}, policy.ErrBackendDown, false, 1},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			sc := sink.Config{}
-			if tc.sinkTLS {
-				sc.TLS = serverTLS
-			}
-			s := e.sink(sc)
-			cfg := testConfig(s.Addr())
-			cfg.TLS = tc.tls
-			cfg.Pool.MaxIdle = 0 // every transaction dials
-			p := e.pool(cfg)
-			ctx := context.Background()
-			txn, err := p.Begin(ctx, MailParams{From: "a@client.test"})
-			if tc.wantErr != nil {
-				if got := asReply(t, err); got != tc.wantErr {
-					t.Fatalf("Begin: %v, want %v", got, tc.wantErr)
+		for _, exts := range sinkExtensions {
+			t.Run(tc.name+"/"+exts.name, func(t *testing.T) {
+				e := newEnv(t)
+				sc := sink.Config{Extensions: exts.exts}
+				if tc.sinkTLS {
+					sc.TLS = serverTLS
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, ok := txn.TLS()
-			if ok != tc.wantTLS || (ok && !st.HandshakeComplete) {
-				t.Errorf("TLS() = %v, want %v", ok, tc.wantTLS)
-			}
-			if tc.tls.Verify && ok && len(st.VerifiedChains) == 0 {
-				t.Error("verify on, but no verified chain")
-			}
-			if err := txn.Rcpt(ctx, "b@example.org"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := txn.Data(ctx, []byte(testHeader), strings.NewReader("x\r\n"), int64(len("x\r\n"))); err != nil {
-				t.Fatal(err)
-			}
-			if d := p.Stats().Dials; d != tc.wantDials {
-				t.Errorf("first transaction took %d dials, want %d", d, tc.wantDials)
-			}
-			m := s.Accepted()[0]
-			if m.TLS != tc.wantTLS || m.Helo != "gw.test" {
-				t.Errorf("sink: TLS %v helo %q, want TLS %v helo gw.test", m.TLS, m.Helo, tc.wantTLS)
-			}
-			// The second transaction goes straight to what was learnt:
-			// STARTTLS, or plaintext after a failed handshake.
-			before := p.Stats().Dials
-			mustSend(t, p, "y\r\n")
-			if d := p.Stats().Dials - before; d != 1 {
-				t.Errorf("second transaction took %d dials, want 1", d)
-			}
-			if m := s.Accepted()[1]; m.TLS != tc.wantTLS {
-				t.Errorf("second message TLS %v, want %v", m.TLS, tc.wantTLS)
-			}
-		})
+				s := e.sink(sc)
+				cfg := testConfig(s.Addr())
+				cfg.TLS = tc.tls
+				cfg.Pool.MaxIdle = 0 // every transaction dials
+				p := e.pool(cfg)
+				ctx := context.Background()
+				txn, err := p.Begin(ctx, MailParams{From: "a@client.test"})
+				if tc.wantErr != nil {
+					if got := asReply(t, err); got != tc.wantErr {
+						t.Fatalf("Begin: %v, want %v", got, tc.wantErr)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, ok := txn.TLS()
+				if ok != tc.wantTLS || (ok && !st.HandshakeComplete) {
+					t.Errorf("TLS() = %v, want %v", ok, tc.wantTLS)
+				}
+				if tc.tls.Verify && ok && len(st.VerifiedChains) == 0 {
+					t.Error("verify on, but no verified chain")
+				}
+				if err := txn.Rcpt(ctx, "b@example.org"); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := txn.Data(ctx, []byte(testHeader), strings.NewReader("x\r\n"), int64(len("x\r\n"))); err != nil {
+					t.Fatal(err)
+				}
+				if d := p.Stats().Dials; d != tc.wantDials {
+					t.Errorf("first transaction took %d dials, want %d", d, tc.wantDials)
+				}
+				m := s.Accepted()[0]
+				if m.TLS != tc.wantTLS || m.Helo != "gw.test" || m.BDAT != (exts.exts != nil) {
+					t.Errorf("sink: TLS %v helo %q BDAT %v, want TLS %v helo gw.test, by %s", m.TLS, m.Helo, m.BDAT, tc.wantTLS, exts.name)
+				}
+				// The second transaction goes straight to what was learnt:
+				// STARTTLS, or plaintext after a failed handshake.
+				before := p.Stats().Dials
+				mustSend(t, p, "y\r\n")
+				if d := p.Stats().Dials - before; d != 1 {
+					t.Errorf("second transaction took %d dials, want 1", d)
+				}
+				if m := s.Accepted()[1]; m.TLS != tc.wantTLS {
+					t.Errorf("second message TLS %v, want %v", m.TLS, tc.wantTLS)
+				}
+			})
+		}
 	}
 }
 
