@@ -75,10 +75,10 @@ func fieldValue(first, rest []byte) string {
 	return v
 }
 
-// writeRewrittenHeader writes h to out, but drops X-Spam-Flag and X-Spam-Status fields and
-// Authentication-Results fields that claim our authserv-id (RFC 8601 §5:
-// a forgery, or a loop), each with its folded continuation lines, and
-// prefixes the Subject with tag. It runs after DKIM verification, which saw
+// writeRewrittenHeader writes h to out without its X-Spam-Flag and
+// X-Spam-Status fields and the Authentication-Results fields that claim
+// our authserv-id (RFC 8601 §5: a forgery, or a loop), each with its
+// folded continuation lines, and with the Subject prefixed with tag. It runs after DKIM verification, which saw
 // the message as received.
 func writeRewrittenHeader(out *bytes.Buffer, h []byte, tag, authservid string) {
 	skip := false
